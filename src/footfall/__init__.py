@@ -1,0 +1,3 @@
+"""Footfall: behavioral analytics and personalization engine."""
+
+__version__ = "0.1.0"

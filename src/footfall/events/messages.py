@@ -1,0 +1,130 @@
+"""The wire contract: Segment-spec messages as strict msgspec structs.
+
+Field names follow the Segment spec (camelCase on the wire). Unknown fields
+inside ``context`` are kept (SDKs add their own); unknown top-level fields are
+ignored, as Segment does, so newer SDKs keep working.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+Id = str | int  # Segment accepts numeric ids; they are stored as text.
+
+
+class PageContext(msgspec.Struct, rename="camel"):
+    url: str | None = None
+    path: str | None = None
+    referrer: str | None = None
+    title: str | None = None
+    search: str | None = None
+
+
+class Campaign(msgspec.Struct, rename="camel"):
+    name: str | None = None
+    source: str | None = None
+    medium: str | None = None
+    term: str | None = None
+    content: str | None = None
+
+
+class Screen(msgspec.Struct, rename="camel"):
+    width: int | None = None
+    height: int | None = None
+    density: float | None = None
+
+
+class Library(msgspec.Struct, rename="camel"):
+    name: str | None = None
+    version: str | None = None
+
+
+class NamedThing(msgspec.Struct, rename="camel"):
+    name: str | None = None
+    version: str | None = None
+    type: str | None = None
+    model: str | None = None
+
+
+class Location(msgspec.Struct, rename="camel"):
+    country: str | None = None
+    city: str | None = None
+    region: str | None = None
+
+
+class Context(msgspec.Struct, rename="camel"):
+    page: PageContext | None = None
+    user_agent: str | None = None
+    ip: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    screen: Screen | None = None
+    library: Library | None = None
+    campaign: Campaign | None = None
+    os: NamedThing | None = None
+    device: NamedThing | None = None
+    browser: NamedThing | None = None
+    location: Location | None = None
+
+
+class _Message(msgspec.Struct, rename="camel", kw_only=True, tag_field="type"):
+    message_id: str | None = None
+    anonymous_id: Id | None = None
+    user_id: Id | None = None
+    context: Context | None = None
+    timestamp: datetime | None = None
+    original_timestamp: datetime | None = None
+    sent_at: datetime | None = None
+    received_at: datetime | None = None
+    integrations: dict[str, Any] | None = None
+
+
+class Track(_Message, tag="track"):
+    event: str
+    properties: dict[str, Any] | None = None
+
+
+class Page(_Message, tag="page"):
+    name: str | None = None
+    category: str | None = None
+    properties: dict[str, Any] | None = None
+
+
+class ScreenView(_Message, tag="screen"):
+    name: str | None = None
+    category: str | None = None
+    properties: dict[str, Any] | None = None
+
+
+class Identify(_Message, tag="identify"):
+    traits: dict[str, Any] | None = None
+
+
+class Group(_Message, tag="group"):
+    group_id: Id
+    traits: dict[str, Any] | None = None
+
+
+class Alias(_Message, tag="alias"):
+    previous_id: Id
+
+
+Message = Track | Page | ScreenView | Identify | Group | Alias
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    "track": Track,
+    "page": Page,
+    "screen": ScreenView,
+    "identify": Identify,
+    "group": Group,
+    "alias": Alias,
+}
+
+
+class Batch(msgspec.Struct, rename="camel"):
+    batch: list[msgspec.Raw]
+    sent_at: datetime | None = None
+    context: dict[str, Any] | None = None

@@ -1,0 +1,350 @@
+"""Parsing Segment-format messages into normalised ``Event`` records.
+
+Parsing is strict: a message that does not fit the contract raises
+``MessageError`` naming the JSON path of the field at fault. A batch is parsed
+message by message, so one bad message never rejects its neighbours.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+
+from footfall.errors import MessageError
+from footfall.events.enrich import describe_client
+from footfall.events.messages import (
+    MESSAGE_TYPES,
+    Alias,
+    Batch,
+    Group,
+    Identify,
+    Message,
+    Page,
+    ScreenView,
+    Track,
+)
+from footfall.events.record import Event
+
+MAX_ID_LENGTH = 255
+MAX_EVENT_NAME_LENGTH = 255
+
+# Event names for the message types that carry no name of their own.
+TYPE_EVENT_NAMES = {
+    "page": "page_view",
+    "screen": "screen_view",
+    "identify": "identify",
+    "group": "group",
+    "alias": "alias",
+}
+
+# A stable namespace so a message without a messageId gets the same event_id
+# every time it is retried (and is deduplicated like any other).
+_CONTENT_NAMESPACE = uuid.UUID("6f0c1a52-5d0e-4d55-9a3a-7d35b0f1f6a1")
+
+_ERROR_AT = re.compile(r"^(?P<problem>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
+_MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def _decoder(target: Any) -> msgspec.json.Decoder[Any]:
+    if target not in _decoders:
+        _decoders[target] = msgspec.json.Decoder(target)
+    return _decoders[target]
+
+
+def _message_error(error: msgspec.ValidationError | msgspec.DecodeError) -> MessageError:
+    text = str(error)
+    if isinstance(error, msgspec.ValidationError):
+        match = _ERROR_AT.match(text)
+        assert match is not None  # the pattern matches any text
+        path = match.group("path") or "$"
+        problem = match.group("problem")
+        missing = _MISSING.match(problem)
+        if missing:
+            field = missing.group("field")
+            return MessageError(f"{path}.{field}" if path != "$" else f"$.{field}", "is required")
+        if "Invalid value" in problem and path.endswith(".type"):
+            return MessageError(path, f"unknown message type; expected one of {', '.join(MESSAGE_TYPES)}")
+        problem = problem.replace("`", "")
+        return MessageError(path, problem[:1].lower() + problem[1:])
+    return MessageError("$", f"not valid JSON ({text})")
+
+
+def _as_id(value: str | int | None, field: str) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    if not text.strip():
+        raise MessageError(field, "must not be empty")
+    if len(text) > MAX_ID_LENGTH:
+        raise MessageError(field, f"is {len(text)} characters long; the limit is {MAX_ID_LENGTH}")
+    return text
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def corrected_timestamp(
+    *,
+    received_at: datetime,
+    timestamp: datetime | None,
+    original_timestamp: datetime | None,
+    sent_at: datetime | None,
+) -> datetime:
+    """When the event happened, on the server's clock.
+
+    A device clock may be off. The client stamps the event (originalTimestamp)
+    and the send (sentAt) on its own clock, so their difference is trustworthy
+    even when the clock is not: ``timestamp = receivedAt - (sentAt - originalTimestamp)``.
+
+    >>> from datetime import datetime, UTC
+    >>> t = lambda s: datetime.fromisoformat(s).replace(tzinfo=UTC)
+    >>> corrected_timestamp(received_at=t("2024-01-01T12:00:00"), timestamp=None,
+    ...     original_timestamp=t("2024-01-01T09:59:50"), sent_at=t("2024-01-01T10:00:00")).isoformat()
+    '2024-01-01T11:59:50+00:00'
+    """
+    client_time = original_timestamp or timestamp
+    if sent_at is not None and client_time is not None:
+        return received_at - (sent_at - client_time)
+    return client_time or received_at
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _number_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _payload(message: Message) -> tuple[str, dict[str, Any]]:
+    """The event name and the properties stored with it."""
+    if isinstance(message, Track):
+        name = message.event
+        if not name.strip():
+            raise MessageError("$.event", "must not be empty")
+        if len(name) > MAX_EVENT_NAME_LENGTH:
+            raise MessageError("$.event", f"is longer than {MAX_EVENT_NAME_LENGTH} characters")
+        return name, message.properties or {}
+    if isinstance(message, Page | ScreenView):
+        properties = dict(message.properties or {})
+        if message.name is not None:
+            properties.setdefault("name", message.name)
+        if message.category is not None:
+            properties.setdefault("category", message.category)
+        return TYPE_EVENT_NAMES[message.type_name()], properties
+    if isinstance(message, Identify):
+        return "identify", message.traits or {}
+    if isinstance(message, Group):
+        group_id = _as_id(message.group_id, "$.groupId")
+        return "group", {"group_id": group_id, "traits": message.traits or {}}
+    previous_id = _as_id(message.previous_id, "$.previousId")
+    return "alias", {"previous_id": previous_id}
+
+
+def _type_name(message: Message) -> str:
+    tag = type(message).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+# Give each message class a way to report its wire type without a lookup table.
+for _cls in MESSAGE_TYPES.values():
+    _cls.type_name = _type_name  # type: ignore[attr-defined]
+
+
+def _event_id(message: Message, raw: bytes) -> str:
+    if message.message_id is not None:
+        message_id = _as_id(message.message_id, "$.messageId")
+        assert message_id is not None
+        return message_id
+    return str(uuid.uuid5(_CONTENT_NAMESPACE, raw.decode("utf-8", "replace")))
+
+
+def to_event(
+    message: Message,
+    *,
+    raw: bytes,
+    received_at: datetime,
+    project_id: str = "default",
+    batch_sent_at: datetime | None = None,
+    trust_received_at: bool = False,
+) -> Event:
+    """Normalise a decoded message (see ``parse_message``)."""
+    anonymous_id = _as_id(message.anonymous_id, "$.anonymousId")
+    user_id = _as_id(message.user_id, "$.userId")
+    if isinstance(message, Alias):
+        if user_id is None:
+            raise MessageError("$.userId", "is required for alias (the id that previousId becomes)")
+    elif anonymous_id is None and user_id is None:
+        raise MessageError("$", "needs an anonymousId or a userId (or both)")
+
+    name, properties = _payload(message)
+    received = _utc(message.received_at) if trust_received_at and message.received_at else received_at
+    assert received is not None
+    timestamp = corrected_timestamp(
+        received_at=received,
+        timestamp=_utc(message.timestamp),
+        original_timestamp=_utc(message.original_timestamp),
+        sent_at=_utc(message.sent_at or batch_sent_at),
+    )
+
+    context = message.context
+    page = context.page if context and context.page else None
+    url = (page.url if page else None) or _str_or_none(properties.get("url"))
+    path = (page.path if page else None) or _str_or_none(properties.get("path"))
+    if url and not path:
+        path = urlsplit(url).path or "/"
+    referrer = (page.referrer if page else None) or _str_or_none(properties.get("referrer"))
+    title = (page.title if page else None) or _str_or_none(properties.get("title"))
+
+    user_agent = context.user_agent if context else None
+    client = describe_client(user_agent) if user_agent else None
+    device_type = (context.device.type if context and context.device else None) or (
+        client.device_type if client else None
+    )
+    os_name = (context.os.name if context and context.os else None) or (client.os if client else None)
+    browser = (context.browser.name if context and context.browser else None) or (
+        client.browser if client else None
+    )
+
+    campaign = context.campaign if context and context.campaign else None
+    query = parse_qs(urlsplit(url).query) if url and "utm_" in url else {}
+    library = context.library if context and context.library else None
+
+    viewport_width = _number_or_none(properties.get("viewport_width"))
+    viewport_height = _number_or_none(properties.get("viewport_height"))
+    return Event(
+        event_id=_event_id(message, raw),
+        project_id=project_id,
+        type=message.type_name(),  # type: ignore[union-attr]
+        event=name,
+        timestamp=timestamp,
+        received_at=received,
+        anonymous_id=anonymous_id,
+        user_id=user_id,
+        properties=msgspec.json.encode(properties).decode(),
+        url=url,
+        path=path,
+        referrer=referrer,
+        title=title,
+        user_agent=user_agent,
+        ip=context.ip if context else None,
+        locale=context.locale if context else None,
+        library=f"{library.name}/{library.version}" if library and library.name else None,
+        device_type=device_type,
+        os=os_name,
+        browser=browser,
+        country=context.location.country if context and context.location else None,
+        utm_source=(campaign.source if campaign else None) or query.get("utm_source", [None])[0],
+        utm_medium=(campaign.medium if campaign else None) or query.get("utm_medium", [None])[0],
+        utm_campaign=(campaign.name if campaign else None) or query.get("utm_campaign", [None])[0],
+        x=_number_or_none(properties.get("x")),
+        y=_number_or_none(properties.get("y")),
+        viewport_width=int(viewport_width) if viewport_width is not None else None,
+        viewport_height=int(viewport_height) if viewport_height is not None else None,
+    )
+
+
+def decode_message(raw: bytes | Mapping[str, Any], message_type: str | None = None) -> tuple[Message, bytes]:
+    """Decode one message, from JSON bytes or an already-parsed mapping.
+
+    ``message_type`` is the type implied by the endpoint (``/v1/track``); a
+    message that names a different type is an error.
+    """
+    if message_type is not None and message_type not in MESSAGE_TYPES:
+        raise MessageError("$.type", f"unknown message type {message_type!r}; expected one of {', '.join(MESSAGE_TYPES)}")
+    target: Any = MESSAGE_TYPES[message_type] if message_type else Message
+    try:
+        if isinstance(raw, bytes | bytearray | memoryview):
+            data = bytes(raw)
+            message = _decoder(target).decode(data)
+        else:
+            data = msgspec.json.encode(raw)
+            message = msgspec.convert(raw, target)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        error = _message_error(exc)
+        if message_type is not None and error.field == "$.type":
+            raise MessageError("$.type", f"this endpoint takes {message_type!r} messages") from None
+        raise error from None
+    return message, data
+
+
+def parse_message(
+    raw: bytes | Mapping[str, Any],
+    *,
+    received_at: datetime | None = None,
+    project_id: str = "default",
+    message_type: str | None = None,
+    batch_sent_at: datetime | None = None,
+    trust_received_at: bool = False,
+) -> Event:
+    """Parse and normalise one Segment-format message.
+
+    ``received_at`` is the server's clock (now, by default). With
+    ``trust_received_at`` a ``receivedAt`` in the message wins, for imports of
+    historical data that was received long ago.
+
+    Raises ``MessageError`` naming the field at fault.
+    """
+    message, data = decode_message(raw, message_type)
+    return to_event(
+        message,
+        raw=data,
+        received_at=_utc(received_at) or datetime.now(UTC),
+        project_id=project_id,
+        batch_sent_at=batch_sent_at,
+        trust_received_at=trust_received_at,
+    )
+
+
+class Rejected(NamedTuple):
+    index: int
+    raw: bytes
+    error: MessageError
+
+
+class ParsedBatch(NamedTuple):
+    events: list[Event]
+    rejected: list[Rejected]
+
+
+def parse_batch(
+    raw: bytes,
+    *,
+    received_at: datetime | None = None,
+    project_id: str = "default",
+) -> ParsedBatch:
+    """Parse a ``/v1/batch`` body. The envelope must be valid; messages fail one by one."""
+    try:
+        envelope = _decoder(Batch).decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _message_error(exc) from None
+    now = _utc(received_at) or datetime.now(UTC)
+    batch_sent_at = _utc(envelope.sent_at)
+    events: list[Event] = []
+    rejected: list[Rejected] = []
+    for index, item in enumerate(envelope.batch):
+        data = bytes(item)
+        try:
+            events.append(
+                parse_message(data, received_at=now, project_id=project_id, batch_sent_at=batch_sent_at)
+            )
+        except MessageError as exc:
+            located = MessageError(exc.field.replace("$", f"$.batch[{index}]", 1), exc.problem)
+            rejected.append(Rejected(index, data, located))
+    return ParsedBatch(events, rejected)

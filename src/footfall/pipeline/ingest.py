@@ -1,0 +1,285 @@
+"""From normalised events to stored ones.
+
+Per batch: order by time, resolve each message's person (identify and alias
+change the identity graph as they come), assign sessions, fold traits and
+activity into person rows, then write identities, merges, events and persons
+through the database's single writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from footfall.events.record import EVENT_SCHEMA, Event, conform, events_to_table
+from footfall.identity.resolver import IdentityResolver
+from footfall.pipeline.sessions import SessionTail, assign_sessions, session_id
+from footfall.store.database import Database
+from footfall.store.schema import IDENTITIES, PERSONS
+
+
+@dataclass
+class IngestReport:
+    events: int = 0
+    new_persons: int = 0
+    merges: int = 0
+
+
+@dataclass
+class PersonState:
+    first_seen_ms: int
+    last_seen_ms: int
+    user_id: str | None
+    traits: dict[str, Any]
+    tail: SessionTail
+
+
+def _to_ms(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def _from_ms(values: list[int]) -> pa.Array:
+    return pc.cast(pa.array(values, pa.int64()), EVENT_SCHEMA.field("timestamp").type)
+
+
+class Pipeline:
+    """Ingests batches of events into one database.
+
+    State (the identity graph and each person's latest session) is loaded from
+    the store on first use and kept in memory, so consecutive batches cost no
+    extra reads.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.project_id = database.project_id
+        self.gap_ms = int(database.config.sessions.gap.total_seconds() * 1000)
+        self._resolver: IdentityResolver | None = None
+        self._persons: dict[str, PersonState] = {}
+
+    def _load_state(self) -> IdentityResolver:
+        if self._resolver is None:
+            self._resolver = IdentityResolver.from_identities(self.project_id, self.database.identity_rows())
+            persons = self.database.persons_arrow().to_pylist()
+            for row in persons:
+                self._persons[row["person_id"]] = PersonState(
+                    first_seen_ms=_epoch_ms(row["first_seen"]),
+                    last_seen_ms=_epoch_ms(row["last_seen"]),
+                    user_id=row["user_id"],
+                    traits=msgspec.json.decode(row["traits"]),
+                    tail=SessionTail(_epoch_ms(row["last_session_start"]), _epoch_ms(row["last_seen"])),
+                )
+        return self._resolver
+
+    def ingest_events(self, events: Iterable[Event]) -> IngestReport:
+        return self.ingest(events_to_table(list(events)))
+
+    def ingest(self, table: pa.Table) -> IngestReport:
+        """Resolve and store a batch of events (``EVENT_SCHEMA`` columns)."""
+        table = conform(table)
+        if table.num_rows == 0:
+            return IngestReport()
+        resolver = self._load_state()
+        self._check_project(table)
+        table = table.take(pc.sort_indices(table, [("timestamp", "ascending")]))
+
+        person_ids = self._resolve_persons(resolver, table)
+        new_identities, merges = resolver.take_changes()
+        table = table.set_column(table.schema.get_field_index("person_id"), "person_id", person_ids)
+
+        timestamps = _to_ms(table["timestamp"])
+        sessions = assign_sessions(person_ids, timestamps, self.gap_ms, _Tails(self._persons))
+        table = table.set_column(table.schema.get_field_index("session_id"), "session_id", sessions.session_ids)
+
+        known_before = set(self._persons)
+        for old, new in merges:
+            self._fold_merged(old, new)
+        persons = self._update_persons(table, person_ids, timestamps, sessions.tails, resolver)
+
+        now = datetime.now(UTC)
+        with self.database.writer():
+            if new_identities:
+                self.database.upsert(
+                    IDENTITIES.name,
+                    pa.table(
+                        {
+                            "project_id": [self.project_id] * len(new_identities),
+                            "kind": [identity.kind for identity in new_identities],
+                            "value": [identity.value for identity in new_identities],
+                            "person_id": [identity.person_id for identity in new_identities],
+                            "updated_at": pa.array([now] * len(new_identities), IDENTITIES.schema.field("updated_at").type),
+                        },
+                        schema=IDENTITIES.schema,
+                    ),
+                )
+            if merges:
+                self.database.reassign_persons(merges)
+                self.database.insert(
+                    "person_merges",
+                    pa.table(
+                        {
+                            "project_id": [self.project_id] * len(merges),
+                            "old_person_id": [merge.old_person_id for merge in merges],
+                            "new_person_id": [merge.new_person_id for merge in merges],
+                            "merged_at": pa.array([now] * len(merges), IDENTITIES.schema.field("updated_at").type),
+                        }
+                    ),
+                )
+            self.database.insert("events", table)
+            self.database.upsert(PERSONS.name, persons)
+        return IngestReport(
+            events=table.num_rows,
+            new_persons=len(set(self._persons) - known_before),
+            merges=len(merges),
+        )
+
+    def _check_project(self, table: pa.Table) -> None:
+        projects = pc.unique(table["project_id"]).to_pylist()
+        if projects != [self.project_id]:
+            raise ValueError(
+            f"batch holds events for projects {projects}; this pipeline writes project {self.project_id!r}"
+        )
+
+    def _resolve_persons(self, resolver: IdentityResolver, table: pa.Table) -> pa.Array:
+        """Walk the distinct id combinations in time order, then map every row.
+
+        Only identify, alias and the first sighting of an id pair change the
+        graph, so the walk visits distinct combinations, not every event.
+        ``table`` is in time order, so a combination's first row is its first
+        sighting.
+        """
+        missing = pc.and_(pc.is_null(table["anonymous_id"]), pc.is_null(table["user_id"]))
+        if pc.any(missing).as_py():
+            row = pc.index(missing, True).as_py()
+            raise ValueError(f"event {table['event_id'][row].as_py()!r} has neither anonymous_id nor user_id")
+        rows = pa.table(
+            {
+                "anonymous_id": table["anonymous_id"],
+                "user_id": table["user_id"],
+                "row": pa.array(np.arange(table.num_rows)),
+            }
+        )
+        is_alias = pc.equal(table["type"], "alias")
+        firsts = rows.filter(pc.invert(is_alias)).group_by(["anonymous_id", "user_id"], use_threads=False).aggregate(
+            [("row", "min")]
+        )
+        steps = [
+            (row, anonymous_id, user_id, None)
+            for anonymous_id, user_id, row in zip(
+                firsts["anonymous_id"].to_pylist(), firsts["user_id"].to_pylist(), firsts["row_min"].to_pylist(), strict=True
+            )
+        ]
+        aliases = table.filter(is_alias)
+        for row, user_id, properties in zip(
+            pc.indices_nonzero(is_alias).to_pylist(), aliases["user_id"].to_pylist(), aliases["properties"].to_pylist(), strict=True
+        ):
+            previous = msgspec.json.decode(properties).get("previous_id")
+            if user_id is not None and isinstance(previous, str):
+                steps.append((row, None, user_id, previous))
+        for _, anonymous_id, user_id, previous in sorted(steps, key=lambda step: step[0]):
+            if previous is not None:
+                resolver.alias(previous, user_id)  # type: ignore[arg-type]
+            else:
+                resolver.resolve(anonymous_id, user_id)
+
+        # Map with the final graph: merges within the batch apply to every row.
+        by_user = _lookup(table["user_id"], resolver.by_user)
+        by_anonymous = _lookup(table["anonymous_id"], resolver.by_anonymous)
+        return pc.coalesce(by_user, by_anonymous)
+
+    def _fold_merged(self, old: str, new: str) -> None:
+        merged = self._persons.pop(old, None)
+        if merged is None:
+            return
+        target = self._persons.get(new)
+        if target is None:
+            self._persons[new] = merged
+            return
+        target.first_seen_ms = min(target.first_seen_ms, merged.first_seen_ms)
+        target.traits = {**merged.traits, **target.traits}
+
+    def _update_persons(
+        self,
+        table: pa.Table,
+        person_ids: pa.Array,
+        timestamps: np.ndarray,
+        tails: dict[str, SessionTail],
+        resolver: IdentityResolver,
+    ) -> pa.Table:
+        grouped = pa.table({"person_id": person_ids, "ts": timestamps}).group_by("person_id").aggregate(
+            [("ts", "min"), ("ts", "max")]
+        )
+        traits_by_person: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        identifies = table.filter(pc.equal(table["type"], "identify"))
+        for person, when, properties in zip(
+            identifies["person_id"].to_pylist(), _to_ms(identifies["timestamp"]), identifies["properties"].to_pylist(), strict=True
+        ):
+            traits_by_person.setdefault(person, []).append((int(when), msgspec.json.decode(properties)))
+
+        for person, first, last in zip(
+            grouped["person_id"].to_pylist(), grouped["ts_min"].to_pylist(), grouped["ts_max"].to_pylist(), strict=True
+        ):
+            state = self._persons.get(person)
+            if state is None:
+                state = PersonState(first, last, None, {}, tails[person])
+                self._persons[person] = state
+            state.first_seen_ms = min(state.first_seen_ms, first)
+            state.last_seen_ms = max(state.last_seen_ms, last)
+            state.tail = tails[person]
+            users = resolver.users_of_person.get(person)
+            state.user_id = state.user_id or (min(users) if users else None)
+            for _, traits in sorted(traits_by_person.get(person, []), key=lambda item: item[0]):
+                state.traits.update(traits)  # last write wins, in event time
+
+        touched = grouped["person_id"].to_pylist()
+        states = [self._persons[person] for person in touched]
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        return pa.table(
+            {
+                "project_id": [self.project_id] * len(touched),
+                "person_id": touched,
+                "user_id": [state.user_id for state in states],
+                "traits": [msgspec.json.encode(state.traits).decode() for state in states],
+                "first_seen": _from_ms([state.first_seen_ms for state in states]),
+                "last_seen": _from_ms([state.last_seen_ms for state in states]),
+                "last_session_id": [session_id(person, state.tail.start_ms) for person, state in zip(touched, states, strict=True)],
+                "last_session_start": _from_ms([state.tail.start_ms for state in states]),
+                "updated_at": _from_ms([now_ms] * len(touched)),
+            },
+            schema=PERSONS.schema,
+        )
+
+
+class _Tails(Mapping[str, SessionTail]):
+    """Each person's latest session, read straight from the pipeline's state."""
+
+    def __init__(self, persons: dict[str, PersonState]) -> None:
+        self._persons = persons
+
+    def __getitem__(self, person: str) -> SessionTail:
+        return self._persons[person].tail
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._persons)
+
+    def __len__(self) -> int:
+        return len(self._persons)
+
+
+def _lookup(ids: pa.ChunkedArray, mapping: dict[str, str]) -> pa.Array:
+    """Map a column of ids through a dict (nulls and unknown ids stay null)."""
+    distinct = pc.unique(ids.combine_chunks()).drop_null()
+    keys = distinct.to_pylist()
+    values = pa.array([mapping.get(key) for key in keys], pa.string())
+    return pc.take(values, pc.index_in(ids, value_set=distinct))
+
+
+def _epoch_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)

@@ -1,0 +1,92 @@
+"""The scale-out store: ClickHouse through clickhouse-connect.
+
+``clickhouse://user:password@host:8123/database`` reaches a server;
+``chdb:///path/to/dir`` runs the same engine in-process (tests, laptops).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+
+from footfall.errors import StoreError
+from footfall.store.backend import QueryResult
+
+
+def _import_client() -> Any:
+    try:
+        import clickhouse_connect
+    except ImportError:
+        raise StoreError(
+            "the ClickHouse backend needs clickhouse-connect: pip install 'footfall[clickhouse]'"
+        ) from None
+    return clickhouse_connect
+
+
+class ClickHouseBackend:
+    dialect = "clickhouse"
+
+    def __init__(self, dsn: str, *, database: str | None = None) -> None:
+        clickhouse_connect = _import_client()
+        parts = urlsplit(dsn)
+        if parts.scheme not in ("chdb", "clickhouse", "http", "https"):
+            raise StoreError(
+                f"bad ClickHouse DSN {dsn!r}: use clickhouse://host:8123/database or chdb:///path"
+            )
+        self.description = f"clickhouse:{dsn.split('@')[-1]}"
+        try:
+            if parts.scheme == "chdb":
+                # The in-process engine has one data path per process; projects
+                # and tests are kept apart by database instead.
+                self.database = database or "footfall"
+                bootstrap = clickhouse_connect.get_client(dsn=dsn)
+                bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+                self._client = clickhouse_connect.get_client(dsn=dsn, database=self.database)
+            else:
+                self._client = clickhouse_connect.get_client(dsn=dsn)
+                if database:
+                    self._client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+                    self._client = clickhouse_connect.get_client(dsn=dsn, database=database)
+                self.database = self._client.database
+        except Exception as exc:
+            raise StoreError(f"cannot connect to ClickHouse at {self.description}: {exc}") from None
+        # The in-process client is not safe for concurrent use; serialise calls.
+        self._lock = threading.Lock()
+
+    def execute(self, sql: str) -> None:
+        with self._lock:
+            self._client.command(sql, settings={"mutations_sync": 2})
+
+    def query(self, sql: str, *, read_only: bool = False) -> QueryResult:
+        settings = {"readonly": 2} if read_only else None
+        with self._lock:
+            result = self._client.query(sql, settings=settings)
+        return QueryResult(list(result.column_names), [tuple(row) for row in result.result_rows])
+
+    def query_arrow(self, sql: str) -> pa.Table:
+        with self._lock:
+            return self._client.query_arrow(sql)
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        if data.num_rows == 0:
+            return
+        with self._lock:
+            self._client.insert_arrow(table, data)
+
+    def upsert_arrow(self, table: str, data: pa.Table, key: Sequence[str]) -> None:
+        # ReplacingMergeTree keeps the newest version per sorting key; readers use FINAL.
+        self.insert_arrow(table, data)
+
+    def final(self, table: str) -> str:
+        return f"{table} FINAL"
+
+    def quote(self, value: str) -> str:
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()

@@ -1,0 +1,250 @@
+"""The Database: the one owner of the store's connections, writer and schema.
+
+Everything that touches the event store goes through it. It opens the backend
+the project's config names, runs pending migrations, serialises writes through
+one writer, and offers read queries that cannot change anything.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pyarrow as pa
+
+from footfall.config import ProjectConfig, load_config, resolve_data_dir
+from footfall.errors import StoreError
+from footfall.store.backend import Backend, QueryResult
+from footfall.store.clickhouse_backend import ClickHouseBackend
+from footfall.store.duckdb_backend import DuckDBBackend
+from footfall.store.schema import IDENTITIES, MIGRATIONS, PERSONS, SCHEMA_VERSION, TABLES
+
+DUCKDB_FILE = "footfall.duckdb"
+
+_READ_STATEMENTS = ("SELECT", "WITH", "EXPLAIN", "DESCRIBE", "SHOW", "SUMMARIZE", "PRAGMA", "FROM", "VALUES", "(")
+
+
+class Summary(NamedTuple):
+    events: int
+    persons: int
+    sessions: int
+    first_event: datetime | None
+    last_event: datetime | None
+    top_events: list[tuple[str, int]]
+    dead_letters: int
+
+
+class Database:
+    """Owns one backend for one project.
+
+    Use ``Database.open(data_dir)`` for the configured store, or pass a backend
+    directly (tests do, to run one body against every engine).
+    """
+
+    def __init__(self, backend: Backend, config: ProjectConfig | None = None) -> None:
+        self.backend = backend
+        self.config = config or ProjectConfig()
+        self.project_id = self.config.project_id
+        self._writer = threading.RLock()
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | Path | None = None,
+        *,
+        read_only: bool = False,
+        config: ProjectConfig | None = None,
+    ) -> Database:
+        directory = resolve_data_dir(data_dir)
+        if read_only and not directory.exists():
+            raise StoreError(
+                f"no Footfall data directory at {directory}: run `footfall demo` or `footfall import` first,"
+                " or point --data-dir / FOOTFALL_DATA_DIR at one"
+            )
+        config = config or load_config(directory)
+        backend: Backend
+        if config.store.backend == "clickhouse":
+            backend = ClickHouseBackend(config.store.clickhouse_dsn)
+        else:
+            path = directory / DUCKDB_FILE
+            if read_only and not path.exists():
+                raise StoreError(f"no event store at {path}: load some events first (`footfall demo` or `footfall import`)")
+            directory.mkdir(parents=True, exist_ok=True)
+            backend = DuckDBBackend(path, read_only=read_only)
+        database = cls(backend, config)
+        if read_only:
+            database.check_schema()
+        else:
+            database.migrate()
+        return database
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- schema ------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        try:
+            rows = self.backend.query("SELECT max(version) FROM schema_version").rows
+        except Exception:
+            return 0
+        return int(rows[0][0] or 0) if rows else 0
+
+    def migrate(self) -> int:
+        """Apply pending migrations; returns the schema version now in place."""
+        with self._writer:
+            ddl = {
+                "duckdb": "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL)",
+                "clickhouse": "CREATE TABLE IF NOT EXISTS schema_version (version Int32, applied_at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY version",
+            }
+            self.backend.execute(ddl[self.backend.dialect])
+            current = self.schema_version()
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store is at schema version {current}, newer than this Footfall ({SCHEMA_VERSION}); upgrade Footfall"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version - 1][self.backend.dialect]:
+                    self.backend.execute(statement)
+                self.backend.execute(
+                    f"INSERT INTO schema_version VALUES ({version}, {self._literal_now()})"
+                )
+            return SCHEMA_VERSION
+
+    def check_schema(self) -> None:
+        version = self.schema_version()
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"the store is at schema version {version}, this Footfall expects {SCHEMA_VERSION};"
+                " open it once for writing (e.g. `footfall info`) to migrate"
+            )
+
+    def _literal_now(self) -> str:
+        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        return f"'{now}'" if self.backend.dialect == "clickhouse" else f"TIMESTAMPTZ '{now}+00'"
+
+    # -- writes (one writer) ----------------------------------------------
+
+    @contextmanager
+    def writer(self) -> Iterator[None]:
+        """Hold the single writer for a group of writes."""
+        with self._writer:
+            yield
+
+    def insert(self, table: str, data: pa.Table) -> None:
+        if table not in TABLES:
+            raise StoreError(f"unknown table {table!r}")
+        with self._writer:
+            self.backend.insert_arrow(table, data)
+
+    def upsert(self, table: str, data: pa.Table) -> None:
+        spec = TABLES[table]
+        with self._writer:
+            self.backend.upsert_arrow(table, data, spec.key)
+
+    def reassign_persons(self, merges: Sequence[tuple[str, str]]) -> None:
+        """Move stored events and drop person rows of persons merged into others."""
+        if not merges:
+            return
+        project = self.backend.quote(self.project_id)
+        olds = ", ".join(self.backend.quote(old) for old, _ in merges)
+        with self._writer:
+            if self.backend.dialect == "duckdb":
+                cases = " ".join(
+                    f"WHEN {self.backend.quote(old)} THEN {self.backend.quote(new)}" for old, new in merges
+                )
+                self.backend.execute(
+                    f"UPDATE events SET person_id = CASE person_id {cases} END"
+                    f" WHERE project_id = {project} AND person_id IN ({olds})"
+                )
+            else:
+                # person_id is part of the sorting key, which ClickHouse cannot
+                # update in place: copy the rows under the new id, then delete.
+                old_list = "[" + olds + "]"
+                new_list = "[" + ", ".join(self.backend.quote(new) for _, new in merges) + "]"
+                self.backend.execute(
+                    f"INSERT INTO events SELECT * REPLACE (transform(person_id, {old_list}, {new_list}) AS person_id)"
+                    f" FROM events WHERE project_id = {project} AND person_id IN ({olds})"
+                )
+                self.backend.execute(
+                    f"DELETE FROM events WHERE project_id = {project} AND person_id IN ({olds})"
+                )
+            self.backend.execute(
+                f"DELETE FROM persons WHERE project_id = {project} AND person_id IN ({olds})"
+            )
+
+    # -- reads ---------------------------------------------------------------
+
+    def query(self, sql: str) -> QueryResult:
+        return self.backend.query(sql)
+
+    def query_arrow(self, sql: str) -> pa.Table:
+        return self.backend.query_arrow(sql)
+
+    def read_only_query(self, sql: str) -> QueryResult:
+        """Run a user's SQL, refusing anything but a single read statement."""
+        statement = sql.strip().rstrip(";").strip()
+        if not statement:
+            raise StoreError("empty query: give a SELECT statement")
+        if ";" in statement and self.backend.dialect == "duckdb":
+            import duckdb
+
+            if len(duckdb.extract_statements(statement)) > 1:
+                raise StoreError("one statement at a time, please")
+        if not statement.lstrip("(").split(None, 1)[0].upper().startswith(_READ_STATEMENTS):
+            raise StoreError(
+                f"only read queries are allowed here (SELECT, WITH, DESCRIBE, ...); got {statement.split(None, 1)[0]!r}"
+            )
+        try:
+            return self.backend.query(statement, read_only=True)
+        except Exception as exc:
+            raise StoreError(f"query failed: {_first_line(exc)}") from None
+
+    def identity_rows(self) -> list[tuple[str, str, str]]:
+        table = self.backend.final(IDENTITIES.name)
+        return [
+            (str(kind), str(value), str(person))
+            for kind, value, person in self.backend.query(
+                f"SELECT kind, value, person_id FROM {table} WHERE project_id = {self.backend.quote(self.project_id)}"
+            ).rows
+        ]
+
+    def persons_arrow(self, person_ids: Sequence[str] | None = None) -> pa.Table:
+        where = f"project_id = {self.backend.quote(self.project_id)}"
+        if person_ids is not None:
+            if not person_ids:
+                return PERSONS.schema.empty_table()
+            where += " AND person_id IN (" + ", ".join(self.backend.quote(p) for p in person_ids) + ")"
+        return self.backend.query_arrow(f"SELECT * FROM {self.backend.final(PERSONS.name)} WHERE {where}")
+
+    def summary(self, top: int = 10) -> Summary:
+        project = self.backend.quote(self.project_id)
+        events, persons, sessions, first, last = self.backend.query(
+            "SELECT count(*), count(DISTINCT person_id), count(DISTINCT session_id), min(timestamp), max(timestamp)"
+            f" FROM events WHERE project_id = {project}"
+        ).rows[0]
+        top_events = self.backend.query(
+            f"SELECT event, count(*) AS n FROM events WHERE project_id = {project}"
+            f" GROUP BY event ORDER BY n DESC, event LIMIT {int(top)}"
+        ).rows
+        dead = self.backend.query(f"SELECT count(*) FROM dead_letters WHERE project_id = {project}").rows[0][0]
+        return Summary(
+            int(events), int(persons), int(sessions),
+            first if events else None, last if events else None,
+            [(str(name), int(n)) for name, n in top_events], int(dead),
+        )
+
+
+def _first_line(exc: BaseException) -> Any:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

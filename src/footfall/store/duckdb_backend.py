@@ -1,0 +1,89 @@
+"""The embedded default: one DuckDB file."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from footfall.errors import StoreError, StoreLockedError
+from footfall.store.backend import QueryResult
+
+
+class DuckDBBackend:
+    dialect = "duckdb"
+
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+        self.path = str(path)
+        self.description = f"duckdb:{self.path}"
+        try:
+            self._con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise StoreLockedError(
+                    f"the store {self.path} is open for writing by another process"
+                    " (is `footfall serve` or an import running?)"
+                ) from None
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
+        # Timestamps are stored and shown in UTC; analyses convert explicitly.
+        self._con.execute("SET TimeZone = 'UTC'")
+        # One connection object is not safe to share between threads; each
+        # caller gets a cursor, and writes take this lock (one writer).
+        self._lock = threading.Lock()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor = self._con.cursor()
+        cursor.execute("SET TimeZone = 'UTC'")
+        return cursor
+
+    def execute(self, sql: str) -> None:
+        with self._lock:
+            self._con.execute(sql)
+
+    def query(self, sql: str, *, read_only: bool = False) -> QueryResult:
+        cursor = self._cursor()
+        try:
+            cursor.execute(sql)
+            columns = [column[0] for column in cursor.description or []]
+            rows: list[tuple[Any, ...]] = cursor.fetchall() if cursor.description else []
+        finally:
+            cursor.close()
+        return QueryResult(columns, rows)
+
+    def query_arrow(self, sql: str) -> pa.Table:
+        cursor = self._cursor()
+        try:
+            return cursor.sql(sql).to_arrow_table()
+        finally:
+            cursor.close()
+
+    def _insert(self, verb: str, table: str, data: pa.Table) -> None:
+        if data.num_rows == 0:
+            return
+        with self._lock:
+            self._con.register("_footfall_batch", data)
+            try:
+                self._con.execute(f"{verb} INTO {table} BY NAME SELECT * FROM _footfall_batch")
+            finally:
+                self._con.unregister("_footfall_batch")
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        self._insert("INSERT", table, data)
+
+    def upsert_arrow(self, table: str, data: pa.Table, key: Sequence[str]) -> None:
+        # The table's primary key is ``key``; DuckDB replaces rows that collide.
+        self._insert("INSERT OR REPLACE", table, data)
+
+    def final(self, table: str) -> str:
+        return table
+
+    def quote(self, value: str) -> str:
+        return "'" + value.replace("'", "''") + "'"
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()

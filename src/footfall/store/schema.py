@@ -1,0 +1,179 @@
+"""Logical tables and their DDL per dialect.
+
+Each table is an Arrow schema plus the few physical choices a dialect needs
+(key, engine, ordering). Column types map through one table per dialect, so
+adding a column is one line here and both backends follow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from footfall.errors import StoreError
+from footfall.events.record import EVENT_SCHEMA, TIMESTAMP
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    schema: pa.Schema
+    # DuckDB primary key (empty: none). Upserts replace rows with the same key.
+    key: tuple[str, ...] = ()
+    # ClickHouse: sorting key, and the version column for ReplacingMergeTree
+    # (tables with a key keep the newest row per key).
+    order_by: tuple[str, ...] = ()
+    version_column: str | None = None
+    low_cardinality: frozenset[str] = field(default_factory=frozenset)
+
+
+EVENTS = Table(
+    "events",
+    EVENT_SCHEMA,
+    # Per-person time scans (funnels, paths, sessions) read contiguous ranges.
+    order_by=("project_id", "person_id", "timestamp"),
+    low_cardinality=frozenset(
+        {"project_id", "type", "event", "library", "device_type", "os", "browser", "country",
+         "locale", "utm_source", "utm_medium", "utm_campaign"}
+    ),
+)
+
+PERSONS = Table(
+    "persons",
+    pa.schema(
+        [
+            pa.field("project_id", pa.string(), nullable=False),
+            pa.field("person_id", pa.string(), nullable=False),
+            pa.field("user_id", pa.string()),  # set once the person is identified
+            pa.field("traits", pa.string(), nullable=False),  # JSON object
+            pa.field("first_seen", TIMESTAMP, nullable=False),
+            pa.field("last_seen", TIMESTAMP, nullable=False),
+            pa.field("last_session_id", pa.string(), nullable=False),
+            pa.field("last_session_start", TIMESTAMP, nullable=False),
+            pa.field("updated_at", TIMESTAMP, nullable=False),
+        ]
+    ),
+    key=("project_id", "person_id"),
+    order_by=("project_id", "person_id"),
+    version_column="updated_at",
+    low_cardinality=frozenset({"project_id"}),
+)
+
+IDENTITIES = Table(
+    "identities",
+    pa.schema(
+        [
+            pa.field("project_id", pa.string(), nullable=False),
+            pa.field("kind", pa.string(), nullable=False),  # 'anonymous' or 'user'
+            pa.field("value", pa.string(), nullable=False),
+            pa.field("person_id", pa.string(), nullable=False),
+            pa.field("updated_at", TIMESTAMP, nullable=False),
+        ]
+    ),
+    key=("project_id", "kind", "value"),
+    order_by=("project_id", "kind", "value"),
+    version_column="updated_at",
+    low_cardinality=frozenset({"project_id", "kind"}),
+)
+
+PERSON_MERGES = Table(
+    "person_merges",
+    pa.schema(
+        [
+            pa.field("project_id", pa.string(), nullable=False),
+            pa.field("old_person_id", pa.string(), nullable=False),
+            pa.field("new_person_id", pa.string(), nullable=False),
+            pa.field("merged_at", TIMESTAMP, nullable=False),
+        ]
+    ),
+    order_by=("project_id", "old_person_id"),
+    low_cardinality=frozenset({"project_id"}),
+)
+
+DEAD_LETTERS = Table(
+    "dead_letters",
+    pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("project_id", pa.string(), nullable=False),
+            pa.field("received_at", TIMESTAMP, nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("field", pa.string(), nullable=False),
+            pa.field("reason", pa.string(), nullable=False),
+            pa.field("payload", pa.string(), nullable=False),
+        ]
+    ),
+    key=("id",),
+    order_by=("project_id", "received_at", "id"),
+    low_cardinality=frozenset({"project_id", "source"}),
+)
+
+TABLES = {table.name: table for table in (EVENTS, PERSONS, IDENTITIES, PERSON_MERGES, DEAD_LETTERS)}
+
+DUCKDB_TYPES = {
+    pa.string(): "VARCHAR",
+    TIMESTAMP: "TIMESTAMPTZ",
+    pa.float64(): "DOUBLE",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.bool_(): "BOOLEAN",
+}
+
+CLICKHOUSE_TYPES = {
+    pa.string(): "String",
+    TIMESTAMP: "DateTime64(3, 'UTC')",
+    pa.float64(): "Float64",
+    pa.int32(): "Int32",
+    pa.int64(): "Int64",
+    pa.bool_(): "Bool",
+}
+
+
+def _type_for(table: Table, column: pa.Field, types: dict[pa.DataType, str]) -> str:
+    try:
+        return types[column.type]
+    except KeyError:
+        raise StoreError(f"{table.name}.{column.name}: no SQL type for {column.type}") from None
+
+
+def create_table_sql(table: Table, dialect: str) -> str:
+    if dialect == "duckdb":
+        columns = [
+            f"{column.name} {_type_for(table, column, DUCKDB_TYPES)}{'' if column.nullable else ' NOT NULL'}"
+            for column in table.schema
+        ]
+        if table.key:
+            columns.append(f"PRIMARY KEY ({', '.join(table.key)})")
+        return f"CREATE TABLE IF NOT EXISTS {table.name} (\n    " + ",\n    ".join(columns) + "\n)"
+    if dialect == "clickhouse":
+        columns = []
+        for column in table.schema:
+            sql_type = _type_for(table, column, CLICKHOUSE_TYPES)
+            if column.name in table.low_cardinality:
+                sql_type = f"LowCardinality({sql_type})"
+            if column.nullable:
+                sql_type = (
+                    "LowCardinality(Nullable(String))" if sql_type == "LowCardinality(String)"
+                    else f"Nullable({sql_type})"
+                )
+            columns.append(f"{column.name} {sql_type}")
+        engine = f"ReplacingMergeTree({table.version_column})" if table.version_column else "MergeTree"
+        return (
+            f"CREATE TABLE IF NOT EXISTS {table.name} (\n    " + ",\n    ".join(columns)
+            + f"\n) ENGINE = {engine}\nORDER BY ({', '.join(table.order_by)})"
+        )
+    raise StoreError(f"unknown SQL dialect {dialect!r}; expected 'duckdb' or 'clickhouse'")
+
+
+# Each migration is a list of statements per dialect; the schema_version table
+# records which have run. Append new migrations; never edit an applied one.
+def _create_all(dialect: str) -> list[str]:
+    return [create_table_sql(table, dialect) for table in TABLES.values()]
+
+
+MIGRATIONS: list[dict[str, list[str]]] = [
+    {"duckdb": _create_all("duckdb"), "clickhouse": _create_all("clickhouse")},
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
