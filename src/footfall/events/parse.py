@@ -146,7 +146,7 @@ def _payload(message: Message) -> tuple[str, dict[str, Any]]:
             properties.setdefault("name", message.name)
         if message.category is not None:
             properties.setdefault("category", message.category)
-        return TYPE_EVENT_NAMES[message.type_name()], properties
+        return TYPE_EVENT_NAMES[type_name(message)], properties
     if isinstance(message, Identify):
         return "identify", message.traits or {}
     if isinstance(message, Group):
@@ -156,15 +156,11 @@ def _payload(message: Message) -> tuple[str, dict[str, Any]]:
     return "alias", {"previous_id": previous_id}
 
 
-def _type_name(message: Message) -> str:
+def type_name(message: Message) -> str:
+    """The wire ``type`` of a decoded message (its struct tag)."""
     tag = type(message).__struct_config__.tag
     assert isinstance(tag, str)
     return tag
-
-
-# Give each message class a way to report its wire type without a lookup table.
-for _cls in MESSAGE_TYPES.values():
-    _cls.type_name = _type_name  # type: ignore[attr-defined]
 
 
 def _event_id(message: Message, raw: bytes) -> str:
@@ -231,7 +227,7 @@ def to_event(
     return Event(
         event_id=_event_id(message, raw),
         project_id=project_id,
-        type=message.type_name(),  # type: ignore[union-attr]
+        type=type_name(message),
         event=name,
         timestamp=timestamp,
         received_at=received,
@@ -260,11 +256,19 @@ def to_event(
     )
 
 
-def decode_message(raw: bytes | Mapping[str, Any], message_type: str | None = None) -> tuple[Message, bytes]:
+DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024
+
+
+def decode_message(
+    raw: bytes | Mapping[str, Any],
+    message_type: str | None = None,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> tuple[Message, bytes]:
     """Decode one message, from JSON bytes or an already-parsed mapping.
 
     ``message_type`` is the type implied by the endpoint (``/v1/track``); a
-    message that names a different type is an error.
+    message that names a different type is an error. A message larger than
+    ``max_bytes`` is refused before it is decoded.
     """
     if message_type is not None and message_type not in MESSAGE_TYPES:
         raise MessageError("$.type", f"unknown message type {message_type!r}; expected one of {', '.join(MESSAGE_TYPES)}")
@@ -272,9 +276,11 @@ def decode_message(raw: bytes | Mapping[str, Any], message_type: str | None = No
     try:
         if isinstance(raw, bytes | bytearray | memoryview):
             data = bytes(raw)
+            _check_size(data, max_bytes)
             message = _decoder(target).decode(data)
         else:
             data = msgspec.json.encode(raw)
+            _check_size(data, max_bytes)
             message = msgspec.convert(raw, target)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         error = _message_error(exc)
@@ -282,6 +288,11 @@ def decode_message(raw: bytes | Mapping[str, Any], message_type: str | None = No
             raise MessageError("$.type", f"this endpoint takes {message_type!r} messages") from None
         raise error from None
     return message, data
+
+
+def _check_size(data: bytes, max_bytes: int) -> None:
+    if len(data) > max_bytes:
+        raise MessageError("$", f"message is {len(data):,} bytes; the limit is {max_bytes:,} bytes per message")
 
 
 def parse_message(
@@ -292,6 +303,7 @@ def parse_message(
     message_type: str | None = None,
     batch_sent_at: datetime | None = None,
     trust_received_at: bool = False,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> Event:
     """Parse and normalise one Segment-format message.
 
@@ -301,7 +313,7 @@ def parse_message(
 
     Raises ``MessageError`` naming the field at fault.
     """
-    message, data = decode_message(raw, message_type)
+    message, data = decode_message(raw, message_type, max_bytes)
     return to_event(
         message,
         raw=data,
@@ -313,7 +325,7 @@ def parse_message(
 
 
 class Rejected(NamedTuple):
-    index: int
+    position: int  # in the batch
     raw: bytes
     error: MessageError
 
@@ -328,6 +340,7 @@ def parse_batch(
     *,
     received_at: datetime | None = None,
     project_id: str = "default",
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> ParsedBatch:
     """Parse a ``/v1/batch`` body. The envelope must be valid; messages fail one by one."""
     try:
@@ -342,7 +355,13 @@ def parse_batch(
         data = bytes(item)
         try:
             events.append(
-                parse_message(data, received_at=now, project_id=project_id, batch_sent_at=batch_sent_at)
+                parse_message(
+                    data,
+                    received_at=now,
+                    project_id=project_id,
+                    batch_sent_at=batch_sent_at,
+                    max_bytes=max_message_bytes,
+                )
             )
         except MessageError as exc:
             located = MessageError(exc.field.replace("$", f"$.batch[{index}]", 1), exc.problem)

@@ -42,7 +42,8 @@ class PersonState:
 
 
 def _to_ms(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False)
+    milliseconds: np.ndarray = pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False)
+    return milliseconds
 
 
 def _from_ms(values: list[int]) -> pa.Array:
@@ -83,9 +84,9 @@ class Pipeline:
 
     def ingest(self, table: pa.Table) -> IngestReport:
         """Resolve and store a batch of events (``EVENT_SCHEMA`` columns)."""
-        table = conform(table)
         if table.num_rows == 0:
             return IngestReport()
+        table = conform(table)
         resolver = self._load_state()
         self._check_project(table)
         table = table.take(pc.sort_indices(table, [("timestamp", "ascending")]))
@@ -170,7 +171,7 @@ class Pipeline:
         firsts = rows.filter(pc.invert(is_alias)).group_by(["anonymous_id", "user_id"], use_threads=False).aggregate(
             [("row", "min")]
         )
-        steps = [
+        steps: list[tuple[int, str | None, str | None, str | None]] = [
             (row, anonymous_id, user_id, None)
             for anonymous_id, user_id, row in zip(
                 firsts["anonymous_id"].to_pylist(), firsts["user_id"].to_pylist(), firsts["row_min"].to_pylist(), strict=True
@@ -184,8 +185,8 @@ class Pipeline:
             if user_id is not None and isinstance(previous, str):
                 steps.append((row, None, user_id, previous))
         for _, anonymous_id, user_id, previous in sorted(steps, key=lambda step: step[0]):
-            if previous is not None:
-                resolver.alias(previous, user_id)  # type: ignore[arg-type]
+            if previous is not None and user_id is not None:
+                resolver.alias(previous, user_id)
             else:
                 resolver.resolve(anonymous_id, user_id)
 

@@ -43,14 +43,15 @@ class ClickHouseBackend:
                 # The in-process engine has one data path per process; projects
                 # and tests are kept apart by database instead.
                 self.database = database or "footfall"
-                bootstrap = clickhouse_connect.get_client(dsn=dsn)
+                bootstrap = clickhouse_connect.get_client(dsn=dsn, tz_mode="aware")
                 bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
-                self._client = clickhouse_connect.get_client(dsn=dsn, database=self.database)
+                bootstrap.close()
+                self._client = clickhouse_connect.get_client(dsn=dsn, database=self.database, tz_mode="aware")
             else:
-                self._client = clickhouse_connect.get_client(dsn=dsn)
+                self._client = clickhouse_connect.get_client(dsn=dsn, tz_mode="aware")
                 if database:
                     self._client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-                    self._client = clickhouse_connect.get_client(dsn=dsn, database=database)
+                    self._client = clickhouse_connect.get_client(dsn=dsn, database=database, tz_mode="aware")
                 self.database = self._client.database
         except Exception as exc:
             raise StoreError(f"cannot connect to ClickHouse at {self.description}: {exc}") from None

@@ -156,6 +156,7 @@ class Database:
         """Move stored events and drop person rows of persons merged into others."""
         if not merges:
             return
+        merges = _final_targets(merges)
         project = self.backend.quote(self.project_id)
         olds = ", ".join(self.backend.quote(old) for old, _ in merges)
         with self._writer:
@@ -170,12 +171,17 @@ class Database:
             else:
                 # person_id is part of the sorting key, which ClickHouse cannot
                 # update in place: copy the rows under the new id, then delete.
-                old_list = "[" + olds + "]"
-                new_list = "[" + ", ".join(self.backend.quote(new) for _, new in merges) + "]"
-                self.backend.execute(
-                    f"INSERT INTO events SELECT * REPLACE (transform(person_id, {old_list}, {new_list}) AS person_id)"
-                    f" FROM events WHERE project_id = {project} AND person_id IN ({olds})"
+                # (The copy goes through Arrow: the embedded engine's
+                # INSERT ... SELECT from the same table with a key filter
+                # inserts nothing.)
+                moved = self.backend.query_arrow(
+                    f"SELECT * FROM events WHERE project_id = {project} AND person_id IN ({olds})"
                 )
+                if moved.num_rows:
+                    mapping = dict(merges)
+                    new_ids = pa.array([mapping[old] for old in moved["person_id"].to_pylist()], pa.string())
+                    moved = moved.set_column(moved.schema.get_field_index("person_id"), "person_id", new_ids)
+                    self.backend.insert_arrow("events", moved)
                 self.backend.execute(
                     f"DELETE FROM events WHERE project_id = {project} AND person_id IN ({olds})"
                 )
@@ -243,6 +249,23 @@ class Database:
             first if events else None, last if events else None,
             [(str(name), int(n)) for name, n in top_events], int(dead),
         )
+
+
+def _final_targets(merges: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Collapse chains (a into b, then b into c) so every old id maps to its last target.
+
+    >>> _final_targets([("a", "b"), ("b", "c")])
+    [('a', 'c'), ('b', 'c')]
+    """
+    target = dict(merges)
+    resolved = []
+    for old in target:
+        new, seen = target[old], {old}
+        while new in target and new not in seen:
+            seen.add(new)
+            new = target[new]
+        resolved.append((old, new))
+    return resolved
 
 
 def _first_line(exc: BaseException) -> Any:

@@ -1,0 +1,131 @@
+"""The store: schema, migrations, writes and reads, on every backend."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from footfall.errors import StoreError
+from footfall.events import EVENT_SCHEMA, events_to_table
+from footfall.store.database import Database
+from footfall.store.schema import SCHEMA_VERSION, TABLES, create_table_sql
+
+from .timeline import T0, track
+
+
+def test_migrations_create_every_table_and_are_idempotent(database: Database) -> None:
+    assert database.schema_version() == SCHEMA_VERSION
+    assert database.migrate() == SCHEMA_VERSION
+    versions = database.query("SELECT count(*) FROM schema_version").rows[0][0]
+    assert versions == SCHEMA_VERSION
+    for table in TABLES:
+        assert database.query(f"SELECT count(*) FROM {table}").rows[0][0] == 0
+
+
+def test_event_rows_round_trip_every_column(database: Database) -> None:
+    event = track(
+        "click",
+        "90s",
+        anon="a1",
+        user="u1",
+        properties={"x": 10, "y": 20, "viewport_width": 800, "viewport_height": 600, "label": "Ünïcode ✓"},
+        context={"page": {"url": "https://s.example/a?utm_source=ads", "title": "A"}, "ip": "1.2.3.4"},
+    )
+    event.person_id, event.session_id = "p1", "p1:0"
+    database.insert("events", events_to_table([event]))
+    stored = database.query_arrow("SELECT * FROM events").select(EVENT_SCHEMA.names)
+    row = stored.to_pylist()[0]
+    assert row["timestamp"] == T0.replace(second=30, minute=1)
+    assert json.loads(row["properties"])["label"] == "Ünïcode ✓"
+    assert (row["x"], row["y"], row["viewport_width"], row["path"], row["utm_source"]) == (10.0, 20.0, 800, "/a", "ads")
+    assert (row["person_id"], row["session_id"], row["ip"], row["title"]) == ("p1", "p1:0", "1.2.3.4", "A")
+
+
+def test_upsert_keeps_one_row_per_key(database: Database) -> None:
+    schema = TABLES["identities"].schema
+    first = pa.table(
+        {"project_id": ["default"], "kind": ["user"], "value": ["u1"], "person_id": ["p1"],
+         "updated_at": pa.array([T0], schema.field("updated_at").type)},
+        schema=schema,
+    )
+    second = first.set_column(3, "person_id", pa.array(["p2"]))
+    second = second.set_column(4, "updated_at", pa.array([T0.replace(hour=13)], schema.field("updated_at").type))
+    database.upsert("identities", first)
+    database.upsert("identities", second)
+    assert database.identity_rows() == [("user", "u1", "p2")]
+
+
+def test_user_sql_is_read_only(database: Database) -> None:
+    assert database.read_only_query("SELECT 1 + 1 AS two").rows == [(2,)]
+    for statement in ("DROP TABLE events", "INSERT INTO events SELECT * FROM events", "DELETE FROM events", ""):
+        with pytest.raises(StoreError):
+            database.read_only_query(statement)
+    assert database.query("SELECT count(*) FROM events").rows == [(0,)]
+
+
+def test_bad_sql_is_a_one_line_store_error(database: Database) -> None:
+    with pytest.raises(StoreError, match="query failed") as caught:
+        database.read_only_query("SELECT no_such_column FROM events")
+    assert "\n" not in str(caught.value)
+
+
+def test_summary_of_an_empty_store(database: Database) -> None:
+    summary = database.summary()
+    assert (summary.events, summary.persons, summary.top_events, summary.first_event) == (0, 0, [], None)
+
+
+def test_reassign_persons_moves_events(database: Database) -> None:
+    events = [track("a", "0s", anon="x"), track("b", "1s", anon="y")]
+    events[0].person_id, events[1].person_id = "old", "keep"
+    database.insert("events", events_to_table(events))
+    database.reassign_persons([("old", "middle"), ("middle", "new")])
+    rows = database.query("SELECT event, person_id FROM events ORDER BY event").rows
+    assert rows == [("a", "new"), ("b", "keep")]
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "clickhouse"])
+def test_ddl_is_generated_from_the_schema(dialect: str) -> None:
+    sql = create_table_sql(TABLES["events"], dialect)
+    for name in EVENT_SCHEMA.names:
+        assert f"\n    {name} " in sql
+    if dialect == "clickhouse":
+        assert "ORDER BY (project_id, person_id, timestamp)" in sql
+        assert "event LowCardinality(String)" in sql
+
+
+def test_unknown_dialect_is_named() -> None:
+    with pytest.raises(StoreError, match="unknown SQL dialect 'oracle'"):
+        create_table_sql(TABLES["events"], "oracle")
+
+
+def test_open_read_only_without_a_store_explains(tmp_path: object) -> None:
+    with pytest.raises(StoreError, match="footfall demo"):
+        Database.open(tmp_path / "nothing-here", read_only=True)  # type: ignore[operator]
+
+
+def test_second_writer_gets_a_clear_lock_error(tmp_path: object) -> None:
+    import subprocess
+    import sys
+
+    data_dir = str(tmp_path)
+    Database.open(data_dir).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from footfall.store.database import Database; "
+         f"db = Database.open({data_dir!r}); print('open', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "open"
+        from footfall.errors import StoreLockedError
+
+        with pytest.raises(StoreLockedError, match="open for writing by another process"):
+            Database.open(data_dir, read_only=True)
+    finally:
+        holder.kill()
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
