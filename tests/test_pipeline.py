@@ -7,6 +7,7 @@ import json
 import pyarrow as pa
 import pytest
 
+from footfall.errors import IngestError
 from footfall.events import Event
 from footfall.pipeline import Pipeline
 from footfall.store.database import Database
@@ -109,7 +110,7 @@ def test_replay_into_a_fresh_store_gives_identical_ids(database: Database, tmp_p
 def test_project_mismatch_is_refused(database: Database) -> None:
     event = track("e", "0s", anon="a")
     other = Event(**{**{f: getattr(event, f) for f in event.__struct_fields__}, "project_id": "other"})
-    with pytest.raises(ValueError, match="this pipeline writes project 'default'"):
+    with pytest.raises(IngestError, match="this pipeline writes project 'default'"):
         Pipeline(database).ingest_events([other])
 
 

@@ -48,3 +48,9 @@ class ImportRowError(FootfallError):
         self.line = line
         self.problem = problem
         super().__init__(f"line {line}: {problem}")
+
+
+class IngestError(FootfallError):
+    """A batch cannot be ingested as given (e.g. events of another project)."""
+
+    code = "bad_batch"

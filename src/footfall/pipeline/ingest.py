@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from footfall.errors import IngestError
 from footfall.events.record import EVENT_SCHEMA, Event, conform, events_to_table
 from footfall.identity.resolver import IdentityResolver
 from footfall.pipeline.sessions import SessionTail, assign_sessions, session_id
@@ -144,7 +145,7 @@ class Pipeline:
     def _check_project(self, table: pa.Table) -> None:
         projects = pc.unique(table["project_id"]).to_pylist()
         if projects != [self.project_id]:
-            raise ValueError(
+            raise IngestError(
             f"batch holds events for projects {projects}; this pipeline writes project {self.project_id!r}"
         )
 
@@ -159,7 +160,7 @@ class Pipeline:
         missing = pc.and_(pc.is_null(table["anonymous_id"]), pc.is_null(table["user_id"]))
         if pc.any(missing).as_py():
             row = pc.index(missing, True).as_py()
-            raise ValueError(f"event {table['event_id'][row].as_py()!r} has neither anonymous_id nor user_id")
+            raise IngestError(f"event {table['event_id'][row].as_py()!r} has neither anonymous_id nor user_id")
         rows = pa.table(
             {
                 "anonymous_id": table["anonymous_id"],

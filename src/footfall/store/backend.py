@@ -26,7 +26,7 @@ class Backend(Protocol):
     def query(self, sql: str, *, read_only: bool = False) -> QueryResult:
         """Run a query; with ``read_only`` the engine refuses writes."""
 
-    def query_arrow(self, sql: str) -> pa.Table: ...
+    def query_arrow(self, sql: str, *, read_only: bool = False) -> pa.Table: ...
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         """Append rows; columns are matched by name."""

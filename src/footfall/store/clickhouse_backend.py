@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from footfall.errors import StoreError
 from footfall.store.backend import QueryResult
+from footfall.store.dialects import final_table, quote_literal
 
 
 def _import_client() -> Any:
@@ -68,9 +69,10 @@ class ClickHouseBackend:
             result = self._client.query(sql, settings=settings)
         return QueryResult(list(result.column_names), [tuple(row) for row in result.result_rows])
 
-    def query_arrow(self, sql: str) -> pa.Table:
+    def query_arrow(self, sql: str, *, read_only: bool = False) -> pa.Table:
+        settings = {"readonly": 2} if read_only else None
         with self._lock:
-            return self._client.query_arrow(sql)
+            return self._client.query_arrow(sql, settings=settings)
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         if data.num_rows == 0:
@@ -83,10 +85,10 @@ class ClickHouseBackend:
         self.insert_arrow(table, data)
 
     def final(self, table: str) -> str:
-        return f"{table} FINAL"
+        return final_table(self.dialect, table)
 
     def quote(self, value: str) -> str:
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return quote_literal(self.dialect, value)
 
     def close(self) -> None:
         with self._lock:

@@ -197,8 +197,7 @@ class Database:
     def query_arrow(self, sql: str) -> pa.Table:
         return self.backend.query_arrow(sql)
 
-    def read_only_query(self, sql: str) -> QueryResult:
-        """Run a user's SQL, refusing anything but a single read statement."""
+    def _read_statement(self, sql: str) -> str:
         statement = sql.strip().rstrip(";").strip()
         if not statement:
             raise StoreError("empty query: give a SELECT statement")
@@ -211,8 +210,21 @@ class Database:
             raise StoreError(
                 f"only read queries are allowed here (SELECT, WITH, DESCRIBE, ...); got {statement.split(None, 1)[0]!r}"
             )
+        return statement
+
+    def read_only_query(self, sql: str) -> QueryResult:
+        """Run a user's SQL, refusing anything but a single read statement."""
+        statement = self._read_statement(sql)
         try:
             return self.backend.query(statement, read_only=True)
+        except Exception as exc:
+            raise StoreError(f"query failed: {_first_line(exc)}") from None
+
+    def read_only_query_arrow(self, sql: str) -> pa.Table:
+        """``read_only_query`` with the answer as an Arrow table (types preserved)."""
+        statement = self._read_statement(sql)
+        try:
+            return self.backend.query_arrow(statement, read_only=True)
         except Exception as exc:
             raise StoreError(f"query failed: {_first_line(exc)}") from None
 

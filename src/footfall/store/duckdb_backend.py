@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from footfall.errors import StoreError, StoreLockedError
 from footfall.store.backend import QueryResult
+from footfall.store.dialects import final_table, quote_literal
 
 
 class DuckDBBackend:
@@ -54,7 +55,7 @@ class DuckDBBackend:
             cursor.close()
         return QueryResult(columns, rows)
 
-    def query_arrow(self, sql: str) -> pa.Table:
+    def query_arrow(self, sql: str, *, read_only: bool = False) -> pa.Table:
         cursor = self._cursor()
         try:
             return cursor.sql(sql).to_arrow_table()
@@ -79,10 +80,10 @@ class DuckDBBackend:
         self._insert("INSERT OR REPLACE", table, data)
 
     def final(self, table: str) -> str:
-        return table
+        return final_table(self.dialect, table)
 
     def quote(self, value: str) -> str:
-        return "'" + value.replace("'", "''") + "'"
+        return quote_literal(self.dialect, value)
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,1 @@
+"""HTTP API: the query and admin endpoints served by ``footfall serve``."""

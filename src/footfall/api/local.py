@@ -1,0 +1,150 @@
+"""Finding and using a running ``footfall serve`` from another process.
+
+While the server holds the embedded store open for writing, no other process
+can open it. The server leaves ``server.json`` in the data directory (readable
+only by its owner) with its address and an admin token, so the CLI can send
+read queries through it instead of failing on the file lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import NamedTuple
+
+import pyarrow as pa
+
+from footfall.api.app import ARROW_STREAM
+from footfall.config import load_config
+from footfall.errors import StoreError, StoreLockedError
+from footfall.store.backend import QueryResult
+from footfall.store.database import Database
+from footfall.store.dialects import final_table, quote_literal
+
+SERVER_FILE = "server.json"
+
+
+class ServerInfo(NamedTuple):
+    pid: int
+    url: str
+    token: str
+
+
+def publish(data_dir: Path, url: str) -> ServerInfo:
+    """Write server.json for this process; returns the info including a fresh token."""
+    info = ServerInfo(os.getpid(), url, secrets.token_urlsafe(32))
+    path = data_dir / SERVER_FILE
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(info._asdict(), handle)
+    return info
+
+
+def withdraw(data_dir: Path) -> None:
+    path = data_dir / SERVER_FILE
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def running_server(data_dir: Path) -> ServerInfo | None:
+    """The live server for a data directory, if one announced itself and still runs."""
+    try:
+        raw = json.loads((data_dir / SERVER_FILE).read_text())
+        info = ServerInfo(int(raw["pid"]), str(raw["url"]), str(raw["token"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by someone else
+    return info
+
+
+def remote_arrow(server: ServerInfo, sql: str, timeout: float = 60.0) -> pa.Table:
+    """Run a read query on a running server; the answer keeps its column types."""
+    request = urllib.request.Request(
+        f"{server.url}/v1/sql",
+        data=json.dumps({"sql": sql}).encode(),
+        headers={
+            "Authorization": f"Bearer {server.token}",
+            "Content-Type": "application/json",
+            "Accept": ARROW_STREAM,
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return pa.ipc.open_stream(response.read()).read_all()
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {exc.code}"
+        raise StoreError(message) from None
+    except (urllib.error.URLError, TimeoutError) as exc:
+        raise StoreError(f"the running server at {server.url} did not answer ({exc})") from None
+
+
+class RemoteBackend:
+    """A read-only Backend that sends queries to a running server.
+
+    Lets every read path (``footfall sql``, ``info``, queries) work unchanged
+    while another process owns the store.
+    """
+
+    def __init__(self, server: ServerInfo, dialect: str) -> None:
+        self.server = server
+        self.dialect = dialect
+        self.description = f"via footfall serve at {server.url} (pid {server.pid})"
+
+    def _refuse(self, *args: object, **kwargs: object) -> None:
+        raise StoreError("this connection goes through a running server and is read-only")
+
+    execute = insert_arrow = upsert_arrow = _refuse
+
+    def query(self, sql: str, *, read_only: bool = True) -> QueryResult:
+        table = self.query_arrow(sql)
+        return QueryResult(table.column_names, [tuple(row.values()) for row in table.to_pylist()])
+
+    def query_arrow(self, sql: str, *, read_only: bool = True) -> pa.Table:
+        return remote_arrow(self.server, sql)
+
+    def final(self, table: str) -> str:
+        return final_table(self.dialect, table)
+
+    def quote(self, value: str) -> str:
+        return quote_literal(self.dialect, value)
+
+    def close(self) -> None:
+        pass
+
+
+def server_dialect(server: ServerInfo) -> str:
+    try:
+        with urllib.request.urlopen(f"{server.url}/health", timeout=5) as response:
+            return str(json.loads(response.read())["dialect"])
+    except (urllib.error.URLError, TimeoutError, ValueError, KeyError) as exc:
+        raise StoreError(f"the running server at {server.url} did not answer ({exc})") from None
+
+
+def open_reader(data_dir: Path) -> Database:
+    """A Database for reading: the store itself, or a running server that holds it."""
+    try:
+        return Database.open(data_dir, read_only=True)
+    except StoreLockedError as locked:
+        server = running_server(data_dir)
+        if server is None:
+            raise StoreLockedError(
+                f"{locked} No running `footfall serve` announced itself in {data_dir};"
+                " wait for the other process to finish, or start `footfall serve` to share the store."
+            ) from None
+        return Database(RemoteBackend(server, server_dialect(server)), load_config(data_dir))

@@ -1,0 +1,283 @@
+"""``footfall ...``: a thin layer that parses options, calls one service, prints.
+
+Errors Footfall raises on purpose print as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from footfall import __version__
+from footfall.config import CONFIG_FILE, init_data_dir, resolve_data_dir
+from footfall.errors import FootfallError
+from footfall.store.backend import QueryResult
+from footfall.store.database import Database, Summary
+
+console = Console()
+errors = Console(stderr=True)
+
+DEMO_DIR = "footfall-demo"
+DEMO_MARKER = ".footfall-demo"
+
+
+class Context:
+    def __init__(self, data_dir: str | None) -> None:
+        self.data_dir_option = data_dir
+
+    @property
+    def data_dir(self) -> Path:
+        return resolve_data_dir(self.data_dir_option)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help="Data directory (default: $FOOTFALL_DATA_DIR, else ./footfall-data).",
+)
+@click.version_option(__version__, prog_name="footfall")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: str | None) -> None:
+    """Footfall: behavioral analytics and personalization.
+
+    Start with `footfall demo`, which simulates a month of shop traffic into a
+    fresh store and summarises it.
+    """
+    ctx.obj = Context(data_dir)
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+    )
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime | date):
+        return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
+    return str(value)
+
+
+def print_result(result: QueryResult, as_json: bool) -> None:
+    if as_json:
+        for row in result.rows:
+            click.echo(json.dumps(dict(zip(result.columns, row, strict=True)), default=_cell, ensure_ascii=False))
+        return
+    table = Table(*result.columns, header_style="bold")
+    for row in result.rows:
+        table.add_row(*(_cell(value) for value in row))
+    console.print(table)
+    console.print(f"[dim]{len(result.rows)} row{'s' if len(result.rows) != 1 else ''}[/dim]")
+
+
+def print_summary(summary: Summary, data_dir: Path) -> None:
+    overview = Table(show_header=False, box=None)
+    overview.add_row("data directory", str(data_dir))
+    overview.add_row("events", f"{summary.events:,}")
+    overview.add_row("persons", f"{summary.persons:,}")
+    overview.add_row("sessions", f"{summary.sessions:,}")
+    if summary.first_event and summary.last_event:
+        overview.add_row("time span", f"{summary.first_event:%Y-%m-%d %H:%M} → {summary.last_event:%Y-%m-%d %H:%M} UTC")
+    overview.add_row("dead letters", f"{summary.dead_letters:,}")
+    console.print(overview)
+    if summary.top_events:
+        top = Table("event", "count", "share", title="top events", title_justify="left", header_style="bold")
+        for name, count in summary.top_events:
+            top.add_row(name, f"{count:,}", f"{count / summary.events:.1%}")
+        console.print(top)
+
+
+# -- demo and simulate -------------------------------------------------------------
+
+
+def _prepare_demo_dir(path: Path) -> None:
+    if path.exists():
+        if not (path / DEMO_MARKER).exists():
+            raise FootfallError(
+                f"{path} exists and is not a demo directory; choose another with --data-dir"
+                " (the demo recreates its directory from scratch)"
+            )
+        shutil.rmtree(path)
+    init_data_dir(path)
+    (path / DEMO_MARKER).write_text("created by `footfall demo`; safe to delete\n")
+
+
+def _load_simulation(database: Database, users: int, days: int, seed: int, truth_dir: Path | None) -> tuple[int, float]:
+    from footfall.pipeline import Pipeline
+    from footfall.simulate import Simulation, SimulationSpec
+
+    simulation = Simulation(SimulationSpec(users=users, days=days, seed=seed, project_id=database.project_id))
+    pipeline = Pipeline(database)
+    started = time.perf_counter()
+    loaded = 0
+    with _progress() as progress:
+        task = progress.add_task("simulating and loading events", total=None)
+        for batch in simulation.batches():
+            loaded += pipeline.ingest(batch).events
+            progress.update(task, completed=loaded)
+    if truth_dir is not None:
+        simulation.ground_truth().write(truth_dir)
+    return loaded, time.perf_counter() - started
+
+
+@cli.command()
+@click.option("--users", default=3000, show_default=True, type=click.IntRange(1), help="Simulated users.")
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1), help="Days of traffic.")
+@click.option("--seed", default=7, show_default=True, type=int, help="Random seed (same seed, same world).")
+@click.pass_obj
+def demo(obj: Context, users: int, days: int, seed: int) -> None:
+    """Simulate a month of shop traffic into a fresh store and summarise it.
+
+    Uses ./footfall-demo unless --data-dir is given, and recreates it each run.
+    """
+    path = resolve_data_dir(obj.data_dir_option or DEMO_DIR)
+    _prepare_demo_dir(path)
+    with Database.open(path) as database:
+        loaded, seconds = _load_simulation(database, users, days, seed, path / "ground_truth")
+        console.print(f"[bold]Footfall demo[/bold]: {users:,} users over {days} days, {loaded:,} events in {seconds:.1f} s")
+        print_summary(database.summary(), path)
+    console.print(
+        f"\nGround truth (persona, churn, next action per user) is in {path / 'ground_truth'}.\n"
+        f'Explore: footfall --data-dir {path} sql "SELECT event, count(*) FROM events GROUP BY ALL ORDER BY 2 DESC"'
+    )
+
+
+@cli.command()
+@click.option("--users", default=2000, show_default=True, type=click.IntRange(1))
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the events to this Parquet file instead of loading them.")
+@click.option("--truth", type=click.Path(file_okay=False, path_type=Path), help="Also write ground truth (Parquet) to this directory.")
+@click.pass_obj
+def simulate(obj: Context, users: int, days: int, seed: int, out: Path | None, truth: Path | None) -> None:
+    """Generate synthetic shop traffic with known ground truth.
+
+    Loads it into the data directory's store, or writes Parquet with --out.
+    """
+    if out is None:
+        init_data_dir(obj.data_dir)
+        with Database.open(obj.data_dir) as database:
+            loaded, seconds = _load_simulation(database, users, days, seed, truth)
+        console.print(f"loaded {loaded:,} events in {seconds:.1f} s ({loaded / max(seconds, 1e-9):,.0f} events/s)")
+        return
+
+    import pyarrow.parquet as pq
+
+    from footfall.events.record import EVENT_SCHEMA
+    from footfall.simulate import Simulation, SimulationSpec
+
+    simulation = Simulation(SimulationSpec(users=users, days=days, seed=seed))
+    written = 0
+    with pq.ParquetWriter(out, EVENT_SCHEMA) as writer:
+        for batch in simulation.batches():
+            writer.write_table(batch)
+            written += batch.num_rows
+    if truth is not None:
+        simulation.ground_truth().write(truth)
+    console.print(f"wrote {written:,} events to {out}")
+
+
+# -- reading -----------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("query")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
+@click.pass_obj
+def sql(obj: Context, query: str, as_json: bool) -> None:
+    """Run a read-only SQL query on the store (tables: events, persons, identities, ...).
+
+    Works while `footfall serve` holds the store: the query then goes through it.
+    """
+    from footfall.api.local import open_reader
+
+    with open_reader(obj.data_dir) as database:
+        print_result(database.read_only_query(query), as_json)
+
+
+@cli.command()
+@click.pass_obj
+def info(obj: Context) -> None:
+    """Where the data is, which store, schema version, and what it holds."""
+    from footfall.api.local import open_reader
+
+    path = obj.data_dir
+    with open_reader(path) as database:
+        console.print(f"footfall {__version__}")
+        console.print(f"config        {path / CONFIG_FILE}{'' if (path / CONFIG_FILE).exists() else ' (defaults)'}")
+        console.print(f"store         {database.backend.description}")
+        console.print(f"schema        version {database.schema_version()}")
+        console.print(f"project       {database.project_id}")
+        print_summary(database.summary(), path)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.pass_obj
+def serve(obj: Context, host: str, port: int) -> None:
+    """Run the Footfall server on the data directory's store."""
+    import uvicorn
+
+    from footfall.api.app import create_app
+    from footfall.api.local import publish, withdraw
+
+    path = obj.data_dir
+    init_data_dir(path)
+    with Database.open(path) as database:
+        info = publish(path, f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}")
+        try:
+            app = create_app(database, info.token, on_shutdown=lambda: withdraw(path))
+            uvicorn.run(app, host=host, port=port, log_level="info")
+        finally:
+            withdraw(path)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        status = cli.main(args=argv, prog_name="footfall", standalone_mode=False)
+    except FootfallError as exc:
+        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        errors.print("aborted")
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    if isinstance(status, int) and status:
+        sys.exit(status)
+
+
