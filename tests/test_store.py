@@ -9,7 +9,7 @@ import pytest
 
 from footfall.errors import StoreError
 from footfall.events import EVENT_SCHEMA, events_to_table
-from footfall.store.database import Database
+from footfall.store.database import Database, DeadLetter
 from footfall.store.schema import SCHEMA_VERSION, TABLES, create_table_sql
 
 from .timeline import T0, track
@@ -59,7 +59,14 @@ def test_upsert_keeps_one_row_per_key(database: Database) -> None:
 
 def test_user_sql_is_read_only(database: Database) -> None:
     assert database.read_only_query("SELECT 1 + 1 AS two").rows == [(2,)]
-    for statement in ("DROP TABLE events", "INSERT INTO events SELECT * FROM events", "DELETE FROM events", ""):
+    for statement in (
+        "DROP TABLE events",
+        "INSERT INTO events SELECT * FROM events",
+        "DELETE FROM events",
+        "WITH doomed AS (SELECT 1) DELETE FROM events",
+        "SELECT 1; DELETE FROM events",
+        "",
+    ):
         with pytest.raises(StoreError):
             database.read_only_query(statement)
     assert database.query("SELECT count(*) FROM events").rows == [(0,)]
@@ -129,3 +136,13 @@ def test_second_writer_gets_a_clear_lock_error(tmp_path: object) -> None:
         holder.wait()
         assert holder.stdout is not None
         holder.stdout.close()
+
+
+def test_dead_letters_keep_payload_and_reason(database: Database) -> None:
+    stored = database.dead_letter(
+        "import:orders.csv", [DeadLetter("timestamp", "line 7: bad timestamp 'soon'", "7,soon,buy")]
+    )
+    assert stored == 1
+    rows = database.query("SELECT source, field, reason, payload FROM dead_letters").rows
+    assert rows == [("import:orders.csv", "timestamp", "line 7: bad timestamp 'soon'", "7,soon,buy")]
+    assert database.summary().dead_letters == 1

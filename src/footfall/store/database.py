@@ -8,6 +8,7 @@ one writer, and offers read queries that cannot change anything.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -21,11 +22,17 @@ from footfall.errors import StoreError
 from footfall.store.backend import Backend, QueryResult
 from footfall.store.clickhouse_backend import ClickHouseBackend
 from footfall.store.duckdb_backend import DuckDBBackend
-from footfall.store.schema import IDENTITIES, MIGRATIONS, PERSONS, SCHEMA_VERSION, TABLES
+from footfall.store.schema import DEAD_LETTERS, IDENTITIES, MIGRATIONS, PERSONS, SCHEMA_VERSION, TABLES
 
 DUCKDB_FILE = "footfall.duckdb"
 
-_READ_STATEMENTS = ("SELECT", "WITH", "EXPLAIN", "DESCRIBE", "SHOW", "SUMMARIZE", "PRAGMA", "FROM", "VALUES", "(")
+_READ_STATEMENTS = ("SELECT", "WITH", "EXPLAIN", "DESCRIBE", "DESC", "SHOW", "EXISTS")
+
+
+class DeadLetter(NamedTuple):
+    field: str  # JSON path or column at fault, "$" for the whole message
+    reason: str
+    payload: str  # the raw message or row, as received
 
 
 class Summary(NamedTuple):
@@ -189,6 +196,26 @@ class Database:
                 f"DELETE FROM persons WHERE project_id = {project} AND person_id IN ({olds})"
             )
 
+    def dead_letter(self, source: str, letters: Sequence[DeadLetter]) -> int:
+        """Keep messages that could not be accepted, with why, for a later fix and replay."""
+        if not letters:
+            return 0
+        now = datetime.now(UTC)
+        table = pa.table(
+            {
+                "id": [str(uuid.uuid4()) for _ in letters],
+                "project_id": [self.project_id] * len(letters),
+                "received_at": pa.array([now] * len(letters), DEAD_LETTERS.schema.field("received_at").type),
+                "source": [source] * len(letters),
+                "field": [letter.field for letter in letters],
+                "reason": [letter.reason for letter in letters],
+                "payload": [letter.payload for letter in letters],
+            },
+            schema=DEAD_LETTERS.schema,
+        )
+        self.insert(DEAD_LETTERS.name, table)
+        return len(letters)
+
     # -- reads ---------------------------------------------------------------
 
     def query(self, sql: str) -> QueryResult:
@@ -198,18 +225,35 @@ class Database:
         return self.backend.query_arrow(sql)
 
     def _read_statement(self, sql: str) -> str:
+        """The statement, if it is a single read; otherwise a StoreError saying why not.
+
+        DuckDB classifies statements itself (a ``WITH ... DELETE`` is a DELETE);
+        ClickHouse also runs user queries with ``readonly`` set, so the engine
+        refuses writes whatever the text looks like.
+        """
         statement = sql.strip().rstrip(";").strip()
         if not statement:
             raise StoreError("empty query: give a SELECT statement")
-        if ";" in statement and self.backend.dialect == "duckdb":
+        refusal = "only read queries are allowed here (SELECT, WITH ... SELECT, DESCRIBE, SHOW, EXPLAIN); got "
+        if self.backend.dialect == "duckdb":
             import duckdb
 
-            if len(duckdb.extract_statements(statement)) > 1:
+            try:
+                parsed = duckdb.extract_statements(statement)
+            except duckdb.Error as exc:
+                raise StoreError(f"query failed: {_first_line(exc)}") from None
+            if len(parsed) != 1:
                 raise StoreError("one statement at a time, please")
-        if not statement.lstrip("(").split(None, 1)[0].upper().startswith(_READ_STATEMENTS):
-            raise StoreError(
-                f"only read queries are allowed here (SELECT, WITH, DESCRIBE, ...); got {statement.split(None, 1)[0]!r}"
-            )
+            kind = parsed[0].type
+            if kind not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+                raise StoreError(refusal + kind.name)
+        else:
+            # The ClickHouse clients cannot run several statements in one call
+            # (the embedded one loses its stream state), so refuse them here.
+            if ";" in statement:
+                raise StoreError("one statement at a time, please (remove the ';')")
+            if not statement.lstrip("(").split(None, 1)[0].upper().startswith(_READ_STATEMENTS):
+                raise StoreError(refusal + repr(statement.split(None, 1)[0]))
         return statement
 
     def read_only_query(self, sql: str) -> QueryResult:
