@@ -116,3 +116,28 @@ def test_project_mismatch_is_refused(database: Database) -> None:
 
 def test_empty_batch_is_a_no_op(database: Database) -> None:
     assert Pipeline(database).ingest(pa.table({"event_id": pa.array([], pa.string())})).events == 0
+
+
+def test_a_failed_write_leaves_the_store_consistent_and_a_retry_succeeds(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = Pipeline(database)
+    pipeline.ingest_events([track("first", "0s", anon="a1")])
+    batch = [identify("1m", anon="a1", user="u1"), track("second", "2m", user="u1")]
+
+    real_insert = database.insert
+
+    def failing_insert(table: str, data: pa.Table) -> None:
+        if table == "events":
+            raise OSError("disk full")
+        real_insert(table, data)
+
+    monkeypatch.setattr(database, "insert", failing_insert)
+    with pytest.raises(OSError, match="disk full"):
+        pipeline.ingest_events(batch)
+    monkeypatch.setattr(database, "insert", real_insert)
+    assert rows(database, "SELECT count(*) FROM events") == [(1,)]
+
+    pipeline.ingest_events(batch)
+    assert rows(database, "SELECT count(*) FROM events") == [(3,)]
+    assert len({person_of(database, name) for name in ("first", "second")}) == 1

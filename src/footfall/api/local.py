@@ -13,6 +13,7 @@ import os
 import secrets
 import urllib.error
 import urllib.request
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -110,6 +111,9 @@ class RemoteBackend:
         raise StoreError("this connection goes through a running server and is read-only")
 
     execute = insert_arrow = upsert_arrow = _refuse
+
+    def transaction(self) -> AbstractContextManager[None]:
+        raise StoreError("this connection goes through a running server and is read-only")
 
     def query(self, sql: str, *, read_only: bool = True) -> QueryResult:
         table = self.query_arrow(sql)

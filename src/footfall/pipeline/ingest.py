@@ -23,7 +23,7 @@ from footfall.events.record import EVENT_SCHEMA, Event, conform, events_to_table
 from footfall.identity.resolver import IdentityResolver
 from footfall.pipeline.sessions import SessionTail, assign_sessions, session_id
 from footfall.store.database import Database
-from footfall.store.schema import IDENTITIES, PERSONS
+from footfall.store.schema import PERSONS
 
 
 @dataclass
@@ -105,37 +105,18 @@ class Pipeline:
             self._fold_merged(old, new)
         persons = self._update_persons(table, person_ids, timestamps, sessions.tails, resolver)
 
-        now = datetime.now(UTC)
-        with self.database.writer():
-            if new_identities:
-                self.database.upsert(
-                    IDENTITIES.name,
-                    pa.table(
-                        {
-                            "project_id": [self.project_id] * len(new_identities),
-                            "kind": [identity.kind for identity in new_identities],
-                            "value": [identity.value for identity in new_identities],
-                            "person_id": [identity.person_id for identity in new_identities],
-                            "updated_at": pa.array([now] * len(new_identities), IDENTITIES.schema.field("updated_at").type),
-                        },
-                        schema=IDENTITIES.schema,
-                    ),
-                )
-            if merges:
-                self.database.reassign_persons(merges)
-                self.database.insert(
-                    "person_merges",
-                    pa.table(
-                        {
-                            "project_id": [self.project_id] * len(merges),
-                            "old_person_id": [merge.old_person_id for merge in merges],
-                            "new_person_id": [merge.new_person_id for merge in merges],
-                            "merged_at": pa.array([now] * len(merges), IDENTITIES.schema.field("updated_at").type),
-                        }
-                    ),
-                )
-            self.database.insert("events", table)
-            self.database.upsert(PERSONS.name, persons)
+        try:
+            with self.database.writer():
+                self.database.save_identities(new_identities)
+                self.database.merge_persons(merges)
+                self.database.insert("events", table)
+                self.database.upsert(PERSONS.name, persons)
+        except BaseException:
+            # The store did not take the batch: forget the in-memory state
+            # built from it, and reload from the store on the next batch.
+            self._resolver = None
+            self._persons.clear()
+            raise
         return IngestReport(
             events=table.num_rows,
             new_persons=len(set(self._persons) - known_before),

@@ -6,6 +6,7 @@ Backends execute SQL and move Arrow tables; they hold no business rules.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol
 
 import pyarrow as pa
@@ -22,6 +23,9 @@ class Backend(Protocol):
 
     def execute(self, sql: str) -> None:
         """Run a statement that returns nothing (DDL, DML)."""
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group writes so they land together where the engine can."""
 
     def query(self, sql: str, *, read_only: bool = False) -> QueryResult:
         """Run a query; with ``read_only`` the engine refuses writes."""

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -62,6 +63,12 @@ class ClickHouseBackend:
     def execute(self, sql: str) -> None:
         with self._lock:
             self._client.command(sql, settings={"mutations_sync": 2})
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """ClickHouse has no multi-statement transactions; writes are ordered so a
+        replay repairs a partial batch (identities and persons are upserts)."""
+        yield
 
     def query(self, sql: str, *, read_only: bool = False) -> QueryResult:
         settings = {"readonly": 2} if read_only else None

@@ -22,7 +22,15 @@ from footfall.errors import StoreError
 from footfall.store.backend import Backend, QueryResult
 from footfall.store.clickhouse_backend import ClickHouseBackend
 from footfall.store.duckdb_backend import DuckDBBackend
-from footfall.store.schema import DEAD_LETTERS, IDENTITIES, MIGRATIONS, PERSONS, SCHEMA_VERSION, TABLES
+from footfall.store.schema import (
+    DEAD_LETTERS,
+    IDENTITIES,
+    MIGRATIONS,
+    PERSON_MERGES,
+    PERSONS,
+    SCHEMA_VERSION,
+    TABLES,
+)
 
 DUCKDB_FILE = "footfall.duckdb"
 
@@ -144,9 +152,35 @@ class Database:
 
     @contextmanager
     def writer(self) -> Iterator[None]:
-        """Hold the single writer for a group of writes."""
-        with self._writer:
+        """Hold the single writer for a group of writes that land together (where
+        the engine has transactions)."""
+        with self._writer, self.backend.transaction():
             yield
+
+    def save_identities(self, identities: Sequence[tuple[str, str, str]]) -> None:
+        """Upsert ``(kind, value, person_id)`` links."""
+        if not identities:
+            return
+        now = pa.array([datetime.now(UTC)] * len(identities), IDENTITIES.schema.field("updated_at").type)
+        kinds, values, persons = (list(column) for column in zip(*identities, strict=True))
+        table = pa.table(
+            {"project_id": [self.project_id] * len(identities), "kind": kinds, "value": values, "person_id": persons, "updated_at": now},
+            schema=IDENTITIES.schema,
+        )
+        self.upsert(IDENTITIES.name, table)
+
+    def merge_persons(self, merges: Sequence[tuple[str, str]]) -> None:
+        """Record ``(old, new)`` person merges and move the old persons' events."""
+        if not merges:
+            return
+        self.reassign_persons(merges)
+        now = pa.array([datetime.now(UTC)] * len(merges), PERSON_MERGES.schema.field("merged_at").type)
+        olds, news = (list(column) for column in zip(*merges, strict=True))
+        table = pa.table(
+            {"project_id": [self.project_id] * len(merges), "old_person_id": olds, "new_person_id": news, "merged_at": now},
+            schema=PERSON_MERGES.schema,
+        )
+        self.insert(PERSON_MERGES.name, table)
 
     def insert(self, table: str, data: pa.Table) -> None:
         if table not in TABLES:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ class DuckDBBackend:
         self._con.execute("SET TimeZone = 'UTC'")
         # One connection object is not safe to share between threads; each
         # caller gets a cursor, and writes take this lock (one writer).
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cursor = self._con.cursor()
@@ -44,6 +45,18 @@ class DuckDBBackend:
     def execute(self, sql: str) -> None:
         with self._lock:
             self._con.execute(sql)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside land together or not at all."""
+        with self._lock:
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._con.execute("COMMIT")
 
     def query(self, sql: str, *, read_only: bool = False) -> QueryResult:
         cursor = self._cursor()
