@@ -9,10 +9,10 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -31,6 +31,9 @@ from footfall.config import CONFIG_FILE, init_data_dir, resolve_data_dir
 from footfall.errors import FootfallError
 from footfall.store.backend import QueryResult
 from footfall.store.database import Database, Summary
+
+if TYPE_CHECKING:
+    from footfall.importers import ImportSource
 
 console = Console()
 errors = Console(stderr=True)
@@ -205,6 +208,136 @@ def simulate(obj: Context, users: int, days: int, seed: int, out: Path | None, t
     if truth is not None:
         simulation.ground_truth().write(truth)
     console.print(f"wrote {written:,} events to {out}")
+
+
+# -- importing ---------------------------------------------------------------------
+
+
+@cli.group(name="import")
+def import_group() -> None:
+    """Import events: Segment JSON lines, CSV or Parquet with a column mapping,
+    and the MovieLens 100k and CDNOW data sets (see docs/importers.md)."""
+
+
+strict_option = click.option(
+    "--strict", is_flag=True, help="Stop at the first bad row (rows before it are kept) instead of skipping it."
+)
+SHOWN_REJECTIONS = 10
+
+
+def _run_import(obj: Context, open_source: Callable[[str], ImportSource], strict: bool) -> None:
+    from footfall.importers import run_import
+    from footfall.pipeline import Pipeline
+
+    init_data_dir(obj.data_dir)
+    with Database.open(obj.data_dir) as database:
+        source = open_source(database.project_id)
+        with _progress() as progress:
+            task = progress.add_task(f"importing {Path(source.name).name}", total=source.size_bytes)
+            report = run_import(
+                Pipeline(database), source, strict=strict, progress=lambda done: progress.advance(task, done)
+            )
+    console.print(
+        f"imported {report.imported:,} events from {report.rows_read:,} rows of {source.name}"
+        f" in {report.elapsed_seconds:.1f} s ({report.rows_per_second:,.0f} rows/s)",
+        soft_wrap=True,
+    )
+    if report.rejected_count:
+        errors.print(f"[yellow]{report.rejected_count:,} rows skipped[/yellow] (--strict stops at the first):")
+        for rejection in report.rejected[:SHOWN_REJECTIONS]:
+            errors.print(f"  {rejection}", highlight=False)
+        if report.rejected_count > SHOWN_REJECTIONS:
+            errors.print(f"  ... and {report.rejected_count - SHOWN_REJECTIONS:,} more", highlight=False)
+
+
+@import_group.command(name="jsonl")
+@click.argument("file", type=click.Path(dir_okay=False))
+@strict_option
+@click.pass_obj
+def import_jsonl(obj: Context, file: str, strict: bool) -> None:
+    """Segment-format messages, one JSON object per line (.jsonl or .jsonl.gz)."""
+    from footfall.importers import read_jsonl
+
+    _run_import(obj, lambda project: read_jsonl(file, project_id=project, strict=strict), strict)
+
+
+def _tabular_options(command: Callable[..., None]) -> Callable[..., None]:
+    options = [
+        click.option(
+            "--map", "mapping", required=True,
+            help="Footfall field=source column pairs, e.g. event=action,user_id=uid,timestamp=ts,properties.revenue=amount",
+        ),
+        click.option("--event", "event_name", help="Event name for every row, when no column holds it."),
+        click.option("--timestamp-unit", type=click.Choice(["s", "ms", "us", "ns"]), help="Unit of numeric timestamps (default: from their size)."),
+        click.option("--timestamp-format", help="strptime format of text timestamps, e.g. '%d/%m/%Y %H:%M'."),
+        strict_option,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@import_group.command(name="csv")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_tabular_options
+@click.option("--delimiter", default=",", show_default=True)
+@click.pass_obj
+def import_csv(
+    obj: Context, file: str, mapping: str, event_name: str | None, timestamp_unit: str | None,
+    timestamp_format: str | None, strict: bool, delimiter: str,
+) -> None:
+    """A CSV file with a header line, one event per row."""
+    from footfall.importers import read_csv
+
+    _run_import(
+        obj,
+        lambda project: read_csv(
+            file, mapping, event_name=event_name, timestamp_unit=timestamp_unit, timestamp_format=timestamp_format,
+            delimiter=delimiter, project_id=project, strict=strict,
+        ),
+        strict,
+    )
+
+
+@import_group.command(name="parquet")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_tabular_options
+@click.pass_obj
+def import_parquet(
+    obj: Context, file: str, mapping: str, event_name: str | None, timestamp_unit: str | None,
+    timestamp_format: str | None, strict: bool,
+) -> None:
+    """A Parquet file, one event per row."""
+    from footfall.importers import read_parquet
+
+    _run_import(
+        obj,
+        lambda project: read_parquet(
+            file, mapping, event_name=event_name, timestamp_unit=timestamp_unit, timestamp_format=timestamp_format,
+            project_id=project, strict=strict,
+        ),
+        strict,
+    )
+
+
+@import_group.command(name="movielens")
+@click.argument("path", required=False, type=click.Path())
+@click.pass_obj
+def import_movielens(obj: Context, path: str | None) -> None:
+    """MovieLens 100k ratings as `rated` events (default: the copy in the recbole package)."""
+    from footfall.importers import read_movielens
+
+    _run_import(obj, lambda project: read_movielens(path, project_id=project), strict=False)
+
+
+@import_group.command(name="cdnow")
+@click.argument("path", required=False, type=click.Path())
+@click.pass_obj
+def import_cdnow(obj: Context, path: str | None) -> None:
+    """CDNOW purchases as `purchase` events with revenue (default: the copy in the lifetimes package)."""
+    from footfall.importers import read_cdnow
+
+    _run_import(obj, lambda project: read_cdnow(path, project_id=project), strict=False)
 
 
 # -- reading -----------------------------------------------------------------------
