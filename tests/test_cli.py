@@ -43,7 +43,9 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
 def test_sql_prints_a_table_and_json(capsys: pytest.CaptureFixture[str], store: Path) -> None:
     status, out, _ = run(capsys, "--data-dir", str(store), "sql", "SELECT event, count(*) AS n FROM events GROUP BY event ORDER BY event")
     assert status == 0
-    assert "buy" in out and "view" in out and "2 rows" in out
+    assert "buy" in out
+    assert "view" in out
+    assert "2 rows" in out
     status, out, _ = run(capsys, "--data-dir", str(store), "sql", "--json", "SELECT event, count(*) AS n FROM events GROUP BY event ORDER BY event")
     assert [json.loads(line) for line in out.splitlines()] == [{"event": "buy", "n": 1}, {"event": "view", "n": 2}]
 
@@ -58,7 +60,8 @@ def test_info_summarises(capsys: pytest.CaptureFixture[str], store: Path) -> Non
     status, out, _ = run(capsys, "--data-dir", str(store), "info")
     assert status == 0
     assert "schema        version 1" in out
-    assert "events" in out and "3" in out
+    assert "events" in out
+    assert "3" in out
 
 
 @pytest.mark.parametrize(
@@ -99,10 +102,13 @@ def test_demo_builds_a_summarised_store(capsys: pytest.CaptureFixture[str], tmp_
     target = tmp_path / "demo"
     status, out, err = run(capsys, "--data-dir", str(target), "demo", "--users", "60", "--days", "5")
     assert status == 0, err
-    assert "Footfall demo" in out and "top events" in out
+    assert "Footfall demo" in out
+    assert "top events" in out
     with Database.open(target, read_only=True) as database:
         summary = database.summary()
-    assert summary.events > 0 and summary.persons > 0 and summary.sessions > 0
+    assert summary.events > 0
+    assert summary.persons > 0
+    assert summary.sessions > 0
     assert (target / "ground_truth" / "users.parquet").exists()
     # Running it again recreates the demo directory rather than piling up events.
     status, _, _ = run(capsys, "--data-dir", str(target), "demo", "--users", "60", "--days", "5")

@@ -141,3 +141,18 @@ def test_a_failed_write_leaves_the_store_consistent_and_a_retry_succeeds(
     pipeline.ingest_events(batch)
     assert rows(database, "SELECT count(*) FROM events") == [(3,)]
     assert len({person_of(database, name) for name in ("first", "second")}) == 1
+
+
+def test_retries_and_replays_are_stored_once(database: Database) -> None:
+    pipeline = Pipeline(database)
+    first = [track("view", "0s", anon="a", messageId="m1"), track("cart", "1m", anon="a", messageId="m2")]
+    assert pipeline.ingest_events(first).events == 2
+    # A client retry of m2 plus a new message; m3 sent twice in one batch.
+    again = [track("cart", "1m", anon="a", messageId="m2"), track("buy", "2m", anon="a", messageId="m3"),
+             track("buy", "2m", anon="a", messageId="m3")]
+    report = pipeline.ingest_events(again)
+    assert (report.events, report.duplicates) == (1, 2)
+    # A restarted pipeline replaying everything stores nothing new.
+    replay = Pipeline(database).ingest_events(first + again)
+    assert (replay.events, replay.duplicates) == (0, 5)
+    assert rows(database, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(3, 3)]

@@ -146,3 +146,14 @@ def test_dead_letters_keep_payload_and_reason(database: Database) -> None:
     rows = database.query("SELECT source, field, reason, payload FROM dead_letters").rows
     assert rows == [("import:orders.csv", "timestamp", "line 7: bad timestamp 'soon'", "7,soon,buy")]
     assert database.summary().dead_letters == 1
+
+
+def test_upsert_within_one_batch_keeps_the_last_row(database: Database) -> None:
+    schema = TABLES["identities"].schema
+    when = pa.array([T0, T0], schema.field("updated_at").type)
+    batch = pa.table(
+        {"project_id": ["default"] * 2, "kind": ["user"] * 2, "value": ["u1", "u1"], "person_id": ["first", "last"], "updated_at": when},
+        schema=schema,
+    )
+    database.upsert("identities", batch)
+    assert database.identity_rows() == [("user", "u1", "last")]

@@ -13,6 +13,7 @@ import os
 import secrets
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import NamedTuple
@@ -115,7 +116,9 @@ class RemoteBackend:
     def transaction(self) -> AbstractContextManager[None]:
         raise StoreError("this connection goes through a running server and is read-only")
 
-    def query(self, sql: str, *, read_only: bool = True) -> QueryResult:
+    def query(self, sql: str, *, read_only: bool = True, tables: Mapping[str, pa.Table] | None = None) -> QueryResult:
+        if tables:
+            raise StoreError("queries with attached tables cannot go through the server")
         table = self.query_arrow(sql)
         return QueryResult(table.column_names, [tuple(row.values()) for row in table.to_pylist()])
 

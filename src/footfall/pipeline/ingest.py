@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from footfall.durations import parse_duration
 from footfall.errors import IngestError
 from footfall.events.record import EVENT_SCHEMA, Event, conform, events_to_table
 from footfall.identity.resolver import IdentityResolver
@@ -29,6 +30,7 @@ from footfall.store.schema import PERSONS
 @dataclass
 class IngestReport:
     events: int = 0
+    duplicates: int = 0  # rows dropped: an event with the same id was already stored or earlier in the batch
     new_persons: int = 0
     merges: int = 0
 
@@ -63,6 +65,7 @@ class Pipeline:
         self.database = database
         self.project_id = database.project_id
         self.gap_ms = int(database.config.sessions.gap.total_seconds() * 1000)
+        self.dedup_window = parse_duration(database.config.intake.dedup_window)
         self._resolver: IdentityResolver | None = None
         self._persons: dict[str, PersonState] = {}
 
@@ -90,6 +93,10 @@ class Pipeline:
         table = conform(table)
         resolver = self._load_state()
         self._check_project(table)
+        received = table.num_rows
+        table = self._drop_duplicates(table)
+        if table.num_rows == 0:
+            return IngestReport(duplicates=received)
         table = table.take(pc.sort_indices(table, [("timestamp", "ascending")]))
 
         person_ids = self._resolve_persons(resolver, table)
@@ -119,9 +126,27 @@ class Pipeline:
             raise
         return IngestReport(
             events=table.num_rows,
+            duplicates=received - table.num_rows,
             new_persons=len(set(self._persons) - known_before),
             merges=len(merges),
         )
+
+    def _drop_duplicates(self, table: pa.Table) -> pa.Table:
+        """Exactly once into the store: drop rows whose event id is stored already
+        (within the dedup window of the batch's time span) or repeats in the batch."""
+        positions = pa.table({"event_id": table["event_id"], "_row": pa.array(np.arange(table.num_rows))})
+        first = positions.group_by("event_id", use_threads=False).aggregate([("_row", "min")])
+        if len(first) < table.num_rows:
+            table = table.take(pc.take(first["_row_min"], pc.sort_indices(first["_row_min"])))
+        bounds = pc.min_max(table["timestamp"]).as_py()
+        stored = self.database.stored_event_ids(
+            table["event_id"].combine_chunks(),
+            bounds["min"] - self.dedup_window,
+            bounds["max"] + self.dedup_window,
+        )
+        if stored:
+            table = table.filter(pc.invert(pc.is_in(table["event_id"], value_set=pa.array(sorted(stored)))))
+        return table
 
     def _check_project(self, table: pa.Table) -> None:
         projects = pc.unique(table["project_id"]).to_pylist()

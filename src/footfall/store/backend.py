@@ -5,7 +5,7 @@ Backends execute SQL and move Arrow tables; they hold no business rules.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol
 
@@ -27,8 +27,11 @@ class Backend(Protocol):
     def transaction(self) -> AbstractContextManager[None]:
         """Group writes so they land together where the engine can."""
 
-    def query(self, sql: str, *, read_only: bool = False) -> QueryResult:
-        """Run a query; with ``read_only`` the engine refuses writes."""
+    def query(
+        self, sql: str, *, read_only: bool = False, tables: Mapping[str, pa.Table] | None = None
+    ) -> QueryResult:
+        """Run a query; with ``read_only`` the engine refuses writes. ``tables``
+        are Arrow tables the SQL may read by name (e.g. ids to look up)."""
 
     def query_arrow(self, sql: str, *, read_only: bool = False) -> pa.Table: ...
 

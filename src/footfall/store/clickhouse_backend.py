@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -70,11 +70,29 @@ class ClickHouseBackend:
         replay repairs a partial batch (identities and persons are upserts)."""
         yield
 
-    def query(self, sql: str, *, read_only: bool = False) -> QueryResult:
+    def query(
+        self, sql: str, *, read_only: bool = False, tables: Mapping[str, pa.Table] | None = None
+    ) -> QueryResult:
+        """Run a query; ``tables`` (string columns) are loaded into scratch Memory
+        tables the SQL may read by name, and dropped afterwards."""
         settings = {"readonly": 2} if read_only else None
         with self._lock:
-            result = self._client.query(sql, settings=settings)
+            for name, table in (tables or {}).items():
+                self._load_scratch(name, table)
+            try:
+                result = self._client.query(sql, settings=settings)
+            finally:
+                for name in tables or {}:
+                    self._client.command(f"DROP TABLE IF EXISTS `{name}`")
         return QueryResult(list(result.column_names), [tuple(row) for row in result.result_rows])
+
+    def _load_scratch(self, name: str, table: pa.Table) -> None:
+        if any(not pa.types.is_string(field.type) for field in table.schema):
+            raise StoreError(f"scratch table {name!r}: only string columns are supported")
+        columns = ", ".join(f"`{field.name}` String" for field in table.schema)
+        self._client.command(f"DROP TABLE IF EXISTS `{name}`")
+        self._client.command(f"CREATE TABLE `{name}` ({columns}) ENGINE = Memory")
+        self._client.insert_arrow(name, table)
 
     def query_arrow(self, sql: str, *, read_only: bool = False) -> pa.Table:
         settings = {"readonly": 2} if read_only else None

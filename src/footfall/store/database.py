@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from footfall.config import ProjectConfig, load_config, resolve_data_dir
 from footfall.errors import StoreError
@@ -145,8 +146,7 @@ class Database:
             )
 
     def _literal_now(self) -> str:
-        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-        return f"'{now}'" if self.backend.dialect == "clickhouse" else f"TIMESTAMPTZ '{now}+00'"
+        return self._literal_time(datetime.now(UTC))
 
     # -- writes (one writer) ----------------------------------------------
 
@@ -189,7 +189,16 @@ class Database:
             self.backend.insert_arrow(table, data)
 
     def upsert(self, table: str, data: pa.Table) -> None:
+        """Insert rows, replacing stored rows with the same key; within ``data``
+        the last row for a key wins."""
         spec = TABLES[table]
+        if not spec.key:
+            raise StoreError(f"table {table!r} has no key to upsert by")
+        if data.num_rows > 1:
+            positions = pa.table({**{column: data[column] for column in spec.key}, "_row": pa.array(range(data.num_rows))})
+            last = positions.group_by(list(spec.key), use_threads=False).aggregate([("_row", "max")])["_row_max"]
+            if len(last) < data.num_rows:
+                data = data.take(pc.take(last, pc.sort_indices(last)))
         with self._writer:
             self.backend.upsert_arrow(table, data, spec.key)
 
@@ -305,6 +314,29 @@ class Database:
             return self.backend.query_arrow(statement, read_only=True)
         except Exception as exc:
             raise StoreError(f"query failed: {_first_line(exc)}") from None
+
+    def stored_event_ids(self, event_ids: pa.Array, since: datetime, until: datetime) -> set[str]:
+        """Which of these event ids are already stored, among events timed in [since, until].
+
+        The time bounds keep the lookup to a slice of the table (both engines
+        prune by timestamp); a retry carries the same event time.
+        """
+        if len(event_ids) == 0:
+            return set()
+        project = self.backend.quote(self.project_id)
+        bounds = f"timestamp BETWEEN {self._literal_time(since)} AND {self._literal_time(until)}"
+        rows = self.backend.query(
+            f"SELECT event_id FROM events WHERE project_id = {project} AND {bounds}"
+            " AND event_id IN (SELECT event_id FROM candidate_ids)",
+            tables={"candidate_ids": pa.table({"event_id": event_ids.cast(pa.string())})},
+        ).rows
+        return {str(row[0]) for row in rows}
+
+    def _literal_time(self, value: datetime) -> str:
+        text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        if self.backend.dialect == "clickhouse":
+            return f"toDateTime64('{text}', 3, 'UTC')"
+        return f"TIMESTAMPTZ '{text}+00'"
 
     def identity_rows(self) -> list[tuple[str, str, str]]:
         table = self.backend.final(IDENTITIES.name)

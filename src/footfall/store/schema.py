@@ -19,7 +19,8 @@ from footfall.events.record import EVENT_SCHEMA, TIMESTAMP
 class Table:
     name: str
     schema: pa.Schema
-    # DuckDB primary key (empty: none). Upserts replace rows with the same key.
+    # Upserts replace the stored row with the same key (no index enforces it:
+    # the single writer does).
     key: tuple[str, ...] = ()
     # ClickHouse: sorting key, and the version column for ReplacingMergeTree
     # (tables with a key keep the newest row per key).
@@ -143,8 +144,6 @@ def create_table_sql(table: Table, dialect: str) -> str:
             f"{column.name} {_type_for(table, column, DUCKDB_TYPES)}{'' if column.nullable else ' NOT NULL'}"
             for column in table.schema
         ]
-        if table.key:
-            columns.append(f"PRIMARY KEY ({', '.join(table.key)})")
         return f"CREATE TABLE IF NOT EXISTS {table.name} (\n    " + ",\n    ".join(columns) + "\n)"
     if dialect == "clickhouse":
         columns = []
