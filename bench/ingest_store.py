@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from footfall.events.record import EVENT_SCHEMA
 from footfall.pipeline import Pipeline
-from footfall.simulate import Simulation, SimulationSpec, users_for_events
+from footfall.simulate import Simulation, SimulationSpec
 from footfall.store.clickhouse_backend import ClickHouseBackend
 from footfall.store.database import Database
 from footfall.store.duckdb_backend import DuckDBBackend
@@ -41,12 +41,22 @@ from footfall.store.schema import EVENTS, create_table_sql
 BATCH_ROWS = 250_000
 
 
+SEED = 11
+DAYS = 30
+
+
+def users_for(events: int) -> int:
+    """How many simulated users produce about ``events`` events (measured on a sample)."""
+    sample_users = 5_000
+    sample = sum(batch.num_rows for batch in Simulation(SimulationSpec(users=sample_users, days=DAYS, seed=SEED)).batches())
+    return max(1, round(events * sample_users / sample))
+
+
 def write_parquet(events: int, path: Path) -> int:
-    simulation = Simulation(SimulationSpec(users=users_for_events(events), days=30, seed=11))
+    simulation = Simulation(SimulationSpec(users=users_for(events), days=DAYS, seed=SEED))
     written = 0
     with pq.ParquetWriter(path, EVENT_SCHEMA) as writer:
         for batch in simulation.batches():
-            # Rows with person and session ids, as the store holds them.
             writer.write_table(batch)
             written += batch.num_rows
     return written

@@ -134,9 +134,9 @@ class Pipeline:
     def _drop_duplicates(self, table: pa.Table) -> pa.Table:
         """Exactly once into the store: drop rows whose event id is stored already
         (within the dedup window of the batch's time span) or repeats in the batch."""
-        positions = pa.table({"event_id": table["event_id"], "_row": pa.array(np.arange(table.num_rows))})
-        first = positions.group_by("event_id", use_threads=False).aggregate([("_row", "min")])
-        if len(first) < table.num_rows:
+        if pc.count_distinct(table["event_id"]).as_py() < table.num_rows:
+            positions = pa.table({"event_id": table["event_id"], "_row": pa.array(np.arange(table.num_rows))})
+            first = positions.group_by("event_id", use_threads=False).aggregate([("_row", "min")])
             table = table.take(pc.take(first["_row_min"], pc.sort_indices(first["_row_min"])))
         bounds = pc.min_max(table["timestamp"]).as_py()
         stored = self.database.stored_event_ids(

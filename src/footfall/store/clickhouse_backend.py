@@ -6,9 +6,13 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,7 +45,9 @@ class ClickHouseBackend:
             )
         self.description = f"clickhouse:{dsn.split('@')[-1]}"
         try:
+            self._scratch_dir: Path | None = None
             if parts.scheme == "chdb":
+                self._scratch_dir = Path(tempfile.mkdtemp(prefix="footfall-chdb-insert-"))
                 # The in-process engine has one data path per process; projects
                 # and tests are kept apart by database instead.
                 self.database = database or "footfall"
@@ -103,7 +109,21 @@ class ClickHouseBackend:
         if data.num_rows == 0:
             return
         with self._lock:
-            self._client.insert_arrow(table, data)
+            if self._scratch_dir is None:
+                self._client.insert_arrow(table, data)
+                return
+            # The in-process engine reads an Arrow file about 1.5x faster than
+            # the client's insert (which serialises, copies and re-parses).
+            path = self._scratch_dir / f"insert-{uuid.uuid4().hex}.arrow"
+            try:
+                with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, data.schema) as writer:
+                    writer.write_table(data)
+                columns = ", ".join(f"`{name}`" for name in data.column_names)
+                self._client.command(
+                    f"INSERT INTO `{table}` ({columns}) SELECT {columns} FROM file({quote_literal(self.dialect, str(path))}, Arrow)"
+                )
+            finally:
+                path.unlink(missing_ok=True)
 
     def upsert_arrow(self, table: str, data: pa.Table, key: Sequence[str]) -> None:
         # ReplacingMergeTree keeps the newest version per sorting key; readers use FINAL.
@@ -118,3 +138,5 @@ class ClickHouseBackend:
     def close(self) -> None:
         with self._lock:
             self._client.close()
+            if self._scratch_dir is not None:
+                shutil.rmtree(self._scratch_dir, ignore_errors=True)
