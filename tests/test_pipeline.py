@@ -156,3 +156,12 @@ def test_retries_and_replays_are_stored_once(database: Database) -> None:
     replay = Pipeline(database).ingest_events(first + again)
     assert (replay.events, replay.duplicates) == (0, 5)
     assert rows(database, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(3, 3)]
+
+
+def test_device_first_seen_and_merged_in_one_batch(database: Database) -> None:
+    pipeline = Pipeline(database)
+    pipeline.ingest_events([track("on_laptop", "0s", user="u1")])
+    report = pipeline.ingest_events([track("on_phone", "1d", anon="phone"), identify("1d1m", anon="phone", user="u1")])
+    assert report.merges == 1
+    assert person_of(database, "on_phone") == person_of(database, "on_laptop")
+    assert rows(database, f"SELECT count(*) FROM {database.backend.final('persons')}") == [(1,)]

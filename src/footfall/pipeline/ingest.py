@@ -115,7 +115,7 @@ class Pipeline:
         try:
             with self.database.writer():
                 self.database.save_identities(new_identities)
-                self.database.merge_persons(merges)
+                self.database.merge_persons(merges, stored=known_before)
                 self.database.insert("events", table)
                 self.database.upsert(PERSONS.name, persons)
         except BaseException:

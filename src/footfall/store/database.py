@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,11 +169,16 @@ class Database:
         )
         self.upsert(IDENTITIES.name, table)
 
-    def merge_persons(self, merges: Sequence[tuple[str, str]]) -> None:
-        """Record ``(old, new)`` person merges and move the old persons' events."""
+    def merge_persons(self, merges: Sequence[tuple[str, str]], stored: Collection[str] | None = None) -> None:
+        """Record ``(old, new)`` person merges and move the old persons' stored events.
+
+        ``stored`` names the old persons that have anything in the store (None:
+        assume all do). A person created and merged within one batch has
+        nothing stored to move, which spares a rewrite of the events table.
+        """
         if not merges:
             return
-        self.reassign_persons(merges)
+        self.reassign_persons(merges, stored)
         now = pa.array([datetime.now(UTC)] * len(merges), PERSON_MERGES.schema.field("merged_at").type)
         olds, news = (list(column) for column in zip(*merges, strict=True))
         table = pa.table(
@@ -202,11 +207,12 @@ class Database:
         with self._writer:
             self.backend.upsert_arrow(table, data, spec.key)
 
-    def reassign_persons(self, merges: Sequence[tuple[str, str]]) -> None:
-        """Move stored events and drop person rows of persons merged into others."""
+    def reassign_persons(self, merges: Sequence[tuple[str, str]], stored: Collection[str] | None = None) -> None:
+        """Move stored events and drop person rows of persons merged into others
+        (only those in ``stored``, when given)."""
+        merges = [(old, new) for old, new in _final_targets(merges) if stored is None or old in stored]
         if not merges:
             return
-        merges = _final_targets(merges)
         project = self.backend.quote(self.project_id)
         olds = ", ".join(self.backend.quote(old) for old, _ in merges)
         with self._writer:
