@@ -120,3 +120,23 @@ def test_demo_refuses_a_directory_it_did_not_make(capsys: pytest.CaptureFixture[
     status, _, err = run(capsys, "--data-dir", str(store), "demo", "--users", "5", "--days", "1")
     assert status == 2
     assert "not a demo directory" in err
+
+
+def test_importing_a_file_twice_stores_it_once(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    source = tmp_path / "orders.csv"
+    source.write_text("uid,ts,amount\nu1,2024-01-01T10:00:00Z,9.5\nu2,2024-01-02T11:00:00Z,20\nu1,soon,1\n")
+    data_dir = str(tmp_path / "data")
+    args = ["--data-dir", data_dir, "import", "csv", str(source), "--map", "user_id=uid,timestamp=ts,properties.revenue=amount", "--event", "purchase"]
+    status, out, err = run(capsys, *args)
+    assert status == 0, err
+    assert "imported 2 events from 3 rows" in out
+    assert "1 rows skipped" in err
+    assert "line 4" in err
+    status, out, _ = run(capsys, *args)
+    assert "imported 0 events" in out
+    assert "skipped 2 rows whose event id is already stored" in out
+    status, out, _ = run(capsys, "--data-dir", data_dir, "sql", "--json", "SELECT count(*) AS n, sum(CAST(properties->>'revenue' AS DOUBLE)) AS revenue FROM events")
+    assert json.loads(out) == {"n": 2, "revenue": 29.5}
+    status, _, err = run(capsys, *args, "--strict")
+    assert status == 2
+    assert "line 4" in err

@@ -156,7 +156,7 @@ def _load_simulation(database: Database, users: int, days: int, seed: int, truth
 @cli.command()
 @click.option("--users", default=3000, show_default=True, type=click.IntRange(1), help="Simulated users.")
 @click.option("--days", default=30, show_default=True, type=click.IntRange(1), help="Days of traffic.")
-@click.option("--seed", default=7, show_default=True, type=int, help="Random seed (same seed, same world).")
+@click.option("--seed", default=7, show_default=True, type=click.IntRange(0), help="Random seed (same seed, same world).")
 @click.pass_obj
 def demo(obj: Context, users: int, days: int, seed: int) -> None:
     """Simulate a month of shop traffic into a fresh store and summarise it.
@@ -176,9 +176,9 @@ def demo(obj: Context, users: int, days: int, seed: int) -> None:
 
 
 @cli.command()
-@click.option("--users", default=2000, show_default=True, type=click.IntRange(1))
-@click.option("--days", default=30, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--users", default=2000, show_default=True, type=click.IntRange(1), help="Simulated users (about 57 events each over 30 days).")
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1), help="Days of traffic.")
+@click.option("--seed", default=7, show_default=True, type=click.IntRange(0), help="Random seed (same seed, same world; loading it twice adds nothing).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the events to this Parquet file instead of loading them.")
 @click.option("--truth", type=click.Path(file_okay=False, path_type=Path), help="Also write ground truth (Parquet) to this directory.")
 @click.pass_obj
@@ -242,6 +242,12 @@ def _run_import(obj: Context, open_source: Callable[[str], ImportSource], strict
         f" in {report.elapsed_seconds:.1f} s ({report.rows_per_second:,.0f} rows/s)",
         soft_wrap=True,
     )
+    if report.duplicates:
+        console.print(
+            f"skipped {report.duplicates:,} rows whose event id is already stored (an earlier import of the same"
+            " file, or repeated ids); a different file with the same name needs its own name or an event_id column",
+            soft_wrap=True,
+        )
     if report.rejected_count:
         errors.print(f"[yellow]{report.rejected_count:,} rows skipped[/yellow] (--strict stops at the first):")
         for rejection in report.rejected[:SHOWN_REJECTIONS]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from footfall.errors import ImportRowError
 from footfall.importers.source import ImportChunk, strict_prefix
-from footfall.pipeline.ingest import Pipeline
+from footfall.pipeline.ingest import IngestReport, Pipeline
 
 MAX_REJECTED_EXAMPLES = 1000
 
@@ -26,11 +26,17 @@ class ImportReport:
     imported: int = 0
     rejected: list[ImportRowError] = field(default_factory=list)
     rejected_count: int = 0
+    # Rows whose event id was already stored (a re-import) or repeated in the source.
+    duplicates: int = 0
     elapsed_seconds: float = 0.0
 
     @property
     def rows_per_second(self) -> float:
         return self.rows_read / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    def record(self, ingested: IngestReport) -> None:
+        self.imported += ingested.events
+        self.duplicates += ingested.duplicates
 
     def add_rejected(self, errors: list[ImportRowError]) -> None:
         room = MAX_REJECTED_EXAMPLES - len(self.rejected)
@@ -64,12 +70,12 @@ def run_import(
                 prefix, error = strict_prefix(chunk)
                 report.rows_read += chunk.rows_read
                 report.add_rejected([error])
-                report.imported += pipeline.ingest(prefix.events).events
+                report.record(pipeline.ingest(prefix.events))
                 raise error
             report.rows_read += chunk.rows_read
             report.add_rejected(chunk.rejected)
             if chunk.events.num_rows:
-                report.imported += pipeline.ingest(chunk.events).events
+                report.record(pipeline.ingest(chunk.events))
             if progress is not None:
                 progress(chunk.bytes_read)
     finally:

@@ -130,11 +130,10 @@ class Database:
                     f"the store is at schema version {current}, newer than this Footfall ({SCHEMA_VERSION}); upgrade Footfall"
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[version - 1][self.backend.dialect]:
-                    self.backend.execute(statement)
-                self.backend.execute(
-                    f"INSERT INTO schema_version VALUES ({version}, {self._literal_now()})"
-                )
+                with self.backend.transaction():  # each version whole, where the engine can
+                    for statement in MIGRATIONS[version - 1][self.backend.dialect]:
+                        self.backend.execute(statement)
+                    self.backend.execute(f"INSERT INTO schema_version VALUES ({version}, {self._literal_now()})")
             return SCHEMA_VERSION
 
     def check_schema(self) -> None:

@@ -166,7 +166,10 @@ def create_table_sql(table: Table, dialect: str) -> str:
 
 
 # Each migration is a list of statements per dialect; the schema_version table
-# records which have run. Append new migrations; never edit an applied one.
+# records which have run. Migration 1 creates the tables as defined above. A
+# later change to a table edits its definition above *and* appends a migration
+# with idempotent statements (ALTER TABLE ... ADD COLUMN IF NOT EXISTS, which
+# both engines accept), so fresh stores and upgraded ones end up the same.
 def _create_all(dialect: str) -> list[str]:
     return [create_table_sql(table, dialect) for table in TABLES.values()]
 
