@@ -140,3 +140,23 @@ def test_importing_a_file_twice_stores_it_once(capsys: pytest.CaptureFixture[str
     status, _, err = run(capsys, *args, "--strict")
     assert status == 2
     assert "line 4" in err
+
+
+def test_simulate_loads_or_writes_parquet(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from footfall.events import EVENT_SCHEMA
+
+    out = tmp_path / "events.parquet"
+    status, _, err = run(capsys, "simulate", "--users", "30", "--days", "3", "--out", str(out), "--truth", str(tmp_path / "truth"))
+    assert status == 0, err
+    written = pq.read_table(out)
+    assert written.schema == EVENT_SCHEMA
+    assert pq.read_table(tmp_path / "truth" / "users.parquet").num_rows == 30
+
+    data_dir = str(tmp_path / "data")
+    status, out_text, _ = run(capsys, "--data-dir", data_dir, "simulate", "--users", "30", "--days", "3")
+    assert f"loaded {written.num_rows:,} events" in out_text
+    status, out_text, _ = run(capsys, "--data-dir", data_dir, "simulate", "--users", "30", "--days", "3")
+    assert "loaded 0 events" in out_text
+    assert f"{written.num_rows:,} events of this seed were stored already" in out_text

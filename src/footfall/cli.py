@@ -135,22 +135,25 @@ def _prepare_demo_dir(path: Path) -> None:
     (path / DEMO_MARKER).write_text("created by `footfall demo`; safe to delete\n")
 
 
-def _load_simulation(database: Database, users: int, days: int, seed: int, truth_dir: Path | None) -> tuple[int, float]:
+def _load_simulation(database: Database, users: int, days: int, seed: int, truth_dir: Path | None) -> tuple[int, int, float]:
+    """Simulate into the store; returns events stored, events already there, seconds."""
     from footfall.pipeline import Pipeline
     from footfall.simulate import Simulation, SimulationSpec
 
     simulation = Simulation(SimulationSpec(users=users, days=days, seed=seed, project_id=database.project_id))
     pipeline = Pipeline(database)
     started = time.perf_counter()
-    loaded = 0
+    loaded = duplicates = 0
     with _progress() as progress:
         task = progress.add_task("simulating and loading events", total=None)
         for batch in simulation.batches():
-            loaded += pipeline.ingest(batch).events
-            progress.update(task, completed=loaded)
+            report = pipeline.ingest(batch)
+            loaded += report.events
+            duplicates += report.duplicates
+            progress.update(task, completed=loaded + duplicates)
     if truth_dir is not None:
         simulation.ground_truth().write(truth_dir)
-    return loaded, time.perf_counter() - started
+    return loaded, duplicates, time.perf_counter() - started
 
 
 @cli.command()
@@ -166,7 +169,7 @@ def demo(obj: Context, users: int, days: int, seed: int) -> None:
     path = resolve_data_dir(obj.data_dir_option or DEMO_DIR)
     _prepare_demo_dir(path)
     with Database.open(path) as database:
-        loaded, seconds = _load_simulation(database, users, days, seed, path / "ground_truth")
+        loaded, _, seconds = _load_simulation(database, users, days, seed, path / "ground_truth")
         console.print(f"[bold]Footfall demo[/bold]: {users:,} users over {days} days, {loaded:,} events in {seconds:.1f} s")
         print_summary(database.summary(), path)
     console.print(
@@ -190,8 +193,10 @@ def simulate(obj: Context, users: int, days: int, seed: int, out: Path | None, t
     if out is None:
         init_data_dir(obj.data_dir)
         with Database.open(obj.data_dir) as database:
-            loaded, seconds = _load_simulation(database, users, days, seed, truth)
+            loaded, duplicates, seconds = _load_simulation(database, users, days, seed, truth)
         console.print(f"loaded {loaded:,} events in {seconds:.1f} s ({loaded / max(seconds, 1e-9):,.0f} events/s)")
+        if duplicates:
+            console.print(f"{duplicates:,} events of this seed were stored already and were skipped; use another --seed for new traffic")
         return
 
     import pyarrow.parquet as pq
