@@ -216,3 +216,13 @@ def test_random_messages_either_parse_or_raise_message_error(body: dict[str, obj
 def test_random_bytes_never_crash_the_parser(raw: bytes) -> None:
     with contextlib.suppress(MessageError):
         parse(raw)
+
+
+def test_declined_tracking_is_dropped_not_rejected() -> None:
+    from footfall.errors import ConsentDenied
+
+    body = {"type": "track", "event": "e", "userId": "u", "context": {"consent": {"tracking": False}}}
+    with pytest.raises(ConsentDenied):
+        parse(body)
+    parsed = parse_batch(json.dumps({"batch": [body, {**body, "context": {"consent": {"tracking": True}}}]}).encode())
+    assert (len(parsed.events), parsed.rejected, parsed.declined) == (1, [], 1)

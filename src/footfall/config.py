@@ -90,12 +90,18 @@ class EngagementSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True
             raise ValueError("passive_weight: must be between 0 and 1")
 
 
+class PrivacySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # Zero the last octet of IPv4 addresses (the last 80 bits of IPv6) before storing.
+    anonymize_ip: bool = False
+
+
 class ProjectConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     project_id: str = "default"
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
     sessions: SessionSettings = msgspec.field(default_factory=SessionSettings)
     intake: IntakeSettings = msgspec.field(default_factory=IntakeSettings)
     engagement: EngagementSettings = msgspec.field(default_factory=EngagementSettings)
+    privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", self.project_id):
@@ -117,6 +123,9 @@ inactivity_gap = "30m"      # a new session starts after this much inactivity
 dedup_window = "7d"         # retries with the same messageId are dropped for this long
 max_message_bytes = 32768
 max_batch_bytes = 512000
+
+[privacy]
+anonymize_ip = false        # zero the last octet of IPs (per-source settings: `footfall keys create`)
 
 [engagement]
 window = "30d"

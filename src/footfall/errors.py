@@ -54,3 +54,9 @@ class IngestError(FootfallError):
     """A batch cannot be ingested as given (e.g. events of another project)."""
 
     code = "bad_batch"
+
+
+class ConsentDenied(FootfallError):
+    """The message says its sender declined tracking; it is dropped, not stored."""
+
+    code = "consent_denied"

@@ -10,9 +10,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 from collections.abc import AsyncIterator, Callable
-from datetime import date, datetime
-from decimal import Decimal
-from typing import Any
 
 import msgspec
 import pyarrow as pa
@@ -22,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from footfall import __version__
+from footfall.api.responses import error_response, json_response
 from footfall.errors import FootfallError
 from footfall.store.database import Database
 
@@ -35,24 +33,6 @@ def arrow_stream(table: pa.Table) -> bytes:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return bytes(sink.getvalue().to_pybytes())
-
-
-def _encode_value(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(body, enc_hook=_encode_value), status, media_type="application/json")
-
-
-def error_response(status: int, code: str, message: str) -> Response:
-    return json_response({"error": {"code": code, "message": message}}, status)
 
 
 def create_app(
@@ -85,14 +65,14 @@ def create_app(
 
     async def sql(request: Request) -> Response:
         if not authorised(request):
-            return error_response(401, "unauthorised", "send the server's admin token as 'Authorization: Bearer <token>'")
+            return error_response(401, {"code": "unauthorised", "message": "send the server's admin token as 'Authorization: Bearer <token>'"})
         body = await request.body()
         if len(body) > MAX_SQL_BYTES:
-            return error_response(413, "too_large", f"the query is larger than {MAX_SQL_BYTES} bytes")
+            return error_response(413, {"code": "too_large", "message": f"the query is larger than {MAX_SQL_BYTES} bytes"})
         try:
             query = msgspec.json.decode(body, type=dict[str, str])["sql"]
         except (msgspec.DecodeError, msgspec.ValidationError, KeyError):
-            return error_response(400, "bad_request", 'send JSON like {"sql": "SELECT ..."}')
+            return error_response(400, {"code": "bad_request", "message": 'send JSON like {"sql": "SELECT ..."}'})
         wants_arrow = ARROW_STREAM in request.headers.get("accept", "")
         try:
             if wants_arrow:
@@ -100,7 +80,7 @@ def create_app(
             else:
                 result = database.read_only_query(query)
         except FootfallError as exc:
-            return error_response(400, exc.code, str(exc))
+            return error_response(400, {"code": exc.code, "message": str(exc)})
         if wants_arrow:
             return Response(arrow_stream(table), media_type=ARROW_STREAM)
         return json_response({"columns": result.columns, "rows": result.rows})

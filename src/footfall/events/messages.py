@@ -68,6 +68,8 @@ class Context(msgspec.Struct, rename="camel"):
     device: NamedThing | None = None
     browser: NamedThing | None = None
     location: Location | None = None
+    # {"tracking": false} means the person declined tracking: the message is not stored.
+    consent: dict[str, Any] | None = None
 
 
 class _Message(msgspec.Struct, rename="camel", kw_only=True, tag_field="type"):

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
-from footfall.errors import MessageError
+from footfall.errors import ConsentDenied, MessageError
 from footfall.events.enrich import describe_client
 from footfall.events.messages import (
     MESSAGE_TYPES,
@@ -181,6 +181,9 @@ def to_event(
     trust_received_at: bool = False,
 ) -> Event:
     """Normalise a decoded message (see ``parse_message``)."""
+    consent = message.context.consent if message.context is not None else None
+    if consent is not None and consent.get("tracking") is False:
+        raise ConsentDenied("the message's context.consent.tracking is false")
     anonymous_id = _as_id(message.anonymous_id, "$.anonymousId")
     user_id = _as_id(message.user_id, "$.userId")
     if isinstance(message, Alias):
@@ -333,6 +336,7 @@ class Rejected(NamedTuple):
 class ParsedBatch(NamedTuple):
     events: list[Event]
     rejected: list[Rejected]
+    declined: int = 0  # messages dropped because their sender declined tracking
 
 
 def parse_batch(
@@ -351,6 +355,7 @@ def parse_batch(
     batch_sent_at = _utc(envelope.sent_at)
     events: list[Event] = []
     rejected: list[Rejected] = []
+    declined = 0
     for index, item in enumerate(envelope.batch):
         data = bytes(item)
         try:
@@ -363,7 +368,9 @@ def parse_batch(
                     max_bytes=max_message_bytes,
                 )
             )
+        except ConsentDenied:
+            declined += 1
         except MessageError as exc:
             located = MessageError(exc.field.replace("$", f"$.batch[{index}]", 1), exc.problem)
             rejected.append(Rejected(index, data, located))
-    return ParsedBatch(events, rejected)
+    return ParsedBatch(events, rejected, declined)
