@@ -1,0 +1,555 @@
+"""The durable intake log: the embedded twin of a Kafka topic.
+
+The collector appends each accepted batch and answers 200 only once ``append``
+has returned, which happens after the record is on disk. The pipeline reads
+records in order, writes them to the store, then advances the checkpoint; on
+restart it resumes from ``checkpointed``.
+
+On disk a log is a directory of segment files, each named by the position of
+its first record (``00000000000000000001.seg``), plus a ``checkpoint`` file and
+a ``LOCK`` file that keeps a second process out. A record is framed as::
+
+    [u32 payload length][u32 crc32][u64 position][payload]
+
+The CRC covers the payload, the length and the position, so a torn write, a
+stale tail or a header that points into garbage all fail the check. Positions
+start at 1 and grow by one per record.
+
+Many threads append at once; they share one ``write`` + ``fsync`` (group
+commit): whoever finds no commit in flight becomes the leader and writes every
+pending record, the others wait until their position is covered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import os
+import re
+import struct
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from footfall.errors import FootfallError
+
+__all__ = [
+    "IntakeClosedError",
+    "IntakeCorruptError",
+    "IntakeError",
+    "IntakeLocked",
+    "IntakeLog",
+    "LogStats",
+    "Record",
+]
+
+_HEADER = struct.Struct("<IIQ")  # payload length, crc32, position
+_CRC_FIELDS = struct.Struct("<IQ")  # what the CRC covers besides the payload
+HEADER_BYTES = _HEADER.size
+_MAX_PAYLOAD = 2**32 - 1
+_SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
+_CHECKPOINT_FILE = "checkpoint"
+_LOCK_FILE = "LOCK"
+
+
+class IntakeError(FootfallError):
+    code = "intake_error"
+
+
+class IntakeClosedError(IntakeError):
+    code = "intake_closed"
+
+
+class IntakeLocked(IntakeError):
+    """Another process (or another ``IntakeLog`` in this one) has the directory open."""
+
+    code = "intake_locked"
+
+
+class IntakeCorruptError(IntakeError):
+    """A record that was acknowledged no longer reads back intact."""
+
+    code = "intake_corrupt"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    position: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LogStats:
+    segments: int
+    bytes: int
+    last_position: int | None
+    checkpointed: int | None
+    lag: int  # records appended but not yet checkpointed
+    commits: int  # group commits (one write + one fsync each) since open
+    appends: int  # records appended since open
+
+
+def _crc(payload: bytes, position: int, payload_crc: int | None = None) -> int:
+    # The payload part is computed outside the append lock (it is the costly
+    # bit); the header fields are folded in afterwards.
+    if payload_crc is None:
+        payload_crc = zlib.crc32(payload)
+    return zlib.crc32(_CRC_FIELDS.pack(len(payload), position), payload_crc)
+
+
+def _segment_name(first_position: int) -> str:
+    return f"{first_position:020d}.seg"
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_record(
+    file: BinaryIO, expected_position: int, *, with_payload: bool = True
+) -> tuple[int, bytes] | None:
+    """Read the record at the file's offset; None if it is absent, torn or damaged.
+
+    Returns ``(record size on disk, payload)``; with ``with_payload=False`` the
+    payload is skipped (seeked over, not checked) and returned empty.
+    """
+    header = file.read(HEADER_BYTES)
+    if len(header) < HEADER_BYTES:
+        return None
+    length, crc, position = _HEADER.unpack(header)
+    if position != expected_position:
+        return None
+    if not with_payload:
+        here = file.tell()
+        end = file.seek(0, os.SEEK_END)
+        if end - here < length:
+            return None
+        file.seek(here + length)
+        return HEADER_BYTES + length, b""
+    payload = file.read(length)
+    if len(payload) < length or _crc(payload, position) != crc:
+        return None
+    return HEADER_BYTES + length, payload
+
+
+class IntakeLog:
+    """An append-only, crash-safe log of opaque payloads in one directory.
+
+    Thread-safe. One process at a time may open a directory (an ``flock`` on
+    ``LOCK`` enforces it; the kernel drops it if the process dies).
+    """
+
+    def __init__(
+        self, directory: Path, *, segment_bytes: int = 64 * 1024 * 1024, fsync: bool = True
+    ) -> None:
+        if segment_bytes <= HEADER_BYTES:
+            raise IntakeError(
+                f"segment_bytes={segment_bytes} is too small: it must exceed the "
+                f"{HEADER_BYTES}-byte record header"
+            )
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        self._cond = threading.Condition(threading.Lock())
+        self._checkpoint_lock = threading.Lock()
+        # Guarded by _cond:
+        self._pending: list[tuple[int, bytes, int]] = []  # (position, payload, crc)
+        self._next_position = 1
+        self._durable_position = 0
+        self._committing = False
+        self._closing = False
+        self._closed = False
+        self._failure: BaseException | None = None
+        self._segments: list[int] = []  # first positions, ascending; the last is active
+        self._commits = 0
+        self._appends = 0
+        # Touched only by the commit leader (or during open/close):
+        self._active_fd = -1
+        self._active_size = 0
+        # Where the last read stopped, so a worker polling read(after=last) does
+        # not rescan its segment from the start: (position, segment, offset).
+        self._read_hint: tuple[int, int, int] | None = None
+
+        self._lock_fd = self._open_directory()
+        try:
+            self._checkpointed = self._load_checkpoint()
+            self._recover()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    # -- opening and recovery -------------------------------------------------
+
+    def _open_directory(self) -> int:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            lock_fd = os.open(self.directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise IntakeError(
+                f"cannot open intake log directory {self.directory}: {exc.strerror}; "
+                "check that it exists and is writable"
+            ) from exc
+        if not os.access(self.directory, os.W_OK):
+            os.close(lock_fd)
+            raise IntakeError(f"intake log directory {self.directory} is not writable")
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise IntakeLocked(
+                f"intake log {self.directory} is already open in another process or object; "
+                "close that one first"
+            ) from None
+        return lock_fd
+
+    def _load_checkpoint(self) -> int | None:
+        path = self.directory / _CHECKPOINT_FILE
+        try:
+            text = path.read_text(encoding="ascii")
+        except FileNotFoundError:
+            return None
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise IntakeCorruptError(
+                f"checkpoint file {path} holds {text[:40]!r}, not a position; "
+                "restore it or delete it to replay the whole log"
+            ) from None
+
+    def _list_segments(self) -> list[int]:
+        firsts = []
+        for entry in os.listdir(self.directory):
+            match = _SEGMENT_NAME.match(entry)
+            if match:
+                firsts.append(int(match.group(1)))
+        return sorted(firsts)
+
+    def _segment_path(self, first_position: int) -> Path:
+        return self.directory / _segment_name(first_position)
+
+    def _recover(self) -> None:
+        """Find the end of the log and cut off a torn tail.
+
+        Only the last segment can be torn: a segment is fsynced before the next
+        one is created, so earlier segments are whole.
+        """
+        self._segments = self._list_segments()
+        if not self._segments:
+            self._create_segment(1)
+            return
+        first = self._segments[-1]
+        path = self._segment_path(first)
+        good_end = 0
+        position = first
+        with open(path, "rb") as file:
+            while (found := _read_record(file, position)) is not None:
+                good_end += found[0]
+                position += 1
+        self._next_position = position
+        self._durable_position = position - 1
+        self._active_fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        size = os.fstat(self._active_fd).st_size
+        if size > good_end:
+            os.ftruncate(self._active_fd, good_end)
+            os.fsync(self._active_fd)
+        self._active_size = good_end
+        # If the log lost records the checkpoint had already passed (only
+        # possible with fsync=False), never hand those positions out again: the
+        # worker would skip the new records as already processed.
+        if self._checkpointed is not None and self._checkpointed >= self._next_position:
+            os.close(self._active_fd)
+            self._create_segment(self._checkpointed + 1)
+
+    def _create_segment(self, first_position: int) -> None:
+        path = self._segment_path(first_position)
+        self._active_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._active_size = 0
+        if self.fsync:
+            _fsync_directory(self.directory)
+        with self._cond:
+            if not self._segments or self._segments[-1] != first_position:
+                self._segments.append(first_position)
+            self._next_position = max(self._next_position, first_position)
+            self._durable_position = max(self._durable_position, first_position - 1)
+
+    # -- appending ------------------------------------------------------------
+
+    def append(self, payload: bytes) -> int:
+        """Append one record; return its position once it is durable."""
+        if HEADER_BYTES + len(payload) > self.segment_bytes or len(payload) > _MAX_PAYLOAD:
+            raise IntakeError(
+                f"payload of {len(payload)} bytes does not fit a segment of "
+                f"{self.segment_bytes} bytes (with a {HEADER_BYTES}-byte header); "
+                "split the batch or raise segment_bytes"
+            )
+        payload_crc = zlib.crc32(payload)
+        with self._cond:
+            self._raise_if_unusable()
+            position = self._next_position
+            self._next_position += 1
+            self._pending.append((position, payload, payload_crc))
+            while self._durable_position < position:
+                if self._failure is not None:
+                    raise IntakeError(
+                        f"intake log write failed, record {position} is not durable: "
+                        f"{self._failure}; reopen the log"
+                    ) from self._failure
+                if self._committing:
+                    self._cond.wait()
+                else:
+                    self._commit_pending()
+            return position
+
+    def _raise_if_unusable(self) -> None:
+        if self._closing or self._closed:
+            raise IntakeClosedError(f"intake log {self.directory} is closed")
+        if self._failure is not None:
+            raise IntakeError(
+                f"intake log {self.directory} had a failed write ({self._failure}); reopen it"
+            ) from self._failure
+
+    def _commit_pending(self) -> None:
+        """Write and fsync every pending record. Called with _cond held; drops it meanwhile."""
+        batch, self._pending = self._pending, []
+        self._committing = True
+        self._cond.release()
+        try:
+            self._write_batch(batch)
+        except BaseException as exc:
+            self._cond.acquire()
+            self._failure = exc
+            self._pending = []  # their appenders raise too; nothing is written after a failure
+            self._committing = False
+            self._cond.notify_all()
+            return
+        self._cond.acquire()
+        self._durable_position = batch[-1][0]
+        self._commits += 1
+        self._appends += len(batch)
+        self._committing = False
+        self._cond.notify_all()
+
+    def _write_batch(self, batch: list[tuple[int, bytes, int]]) -> None:
+        chunk: list[bytes] = []
+        chunk_size = 0
+        for position, payload, payload_crc in batch:
+            size = HEADER_BYTES + len(payload)
+            if self._active_size + chunk_size + size > self.segment_bytes and (
+                self._active_size + chunk_size > 0
+            ):
+                self._flush(chunk)
+                chunk, chunk_size = [], 0
+                os.close(self._active_fd)
+                self._create_segment(position)
+            header = _HEADER.pack(len(payload), _crc(payload, position, payload_crc), position)
+            chunk += (header, payload)
+            chunk_size += size
+        self._flush(chunk)
+
+    def _flush(self, chunk: list[bytes]) -> None:
+        if not chunk:
+            return
+        data = memoryview(b"".join(chunk))
+        while data:
+            written = os.write(self._active_fd, data)
+            data = data[written:]
+            self._active_size += written
+        if self.fsync:
+            os.fsync(self._active_fd)
+
+    # -- reading --------------------------------------------------------------
+
+    @property
+    def last_position(self) -> int | None:
+        """The position of the last durable record, or None if none was ever written."""
+        with self._cond:
+            return self._durable_position or None
+
+    def read(self, after: int | None = None, limit: int | None = None) -> Iterator[Record]:
+        """Durable records with position > ``after`` (all retained ones if None), in order.
+
+        Records appended while iterating are not included; call again. Asking
+        for records that ``truncate`` already deleted raises ``IntakeError``.
+        """
+        with self._cond:
+            self._raise_if_unusable()
+            segments = list(self._segments)
+            last = self._durable_position
+        oldest = segments[0]
+        start = oldest if after is None else after + 1
+        if start < oldest:
+            raise IntakeError(
+                f"records {start}..{oldest - 1} of intake log {self.directory} were deleted "
+                f"by truncate (oldest kept is {oldest}); read from after={oldest - 1} or later"
+            )
+        if limit is not None and limit < 0:
+            raise IntakeError(f"limit must be >= 0, got {limit}")
+        end = last if limit is None else min(last, start + limit - 1)
+        return self._iterate(segments, start, end)
+
+    def _iterate(self, segments: list[int], start: int, end: int) -> Iterator[Record]:
+        if start > end:
+            return
+        index = max(i for i, first in enumerate(segments) if first <= start)
+        offset = 0
+        position = segments[index]
+        hint = self._read_hint
+        if hint is not None and hint[0] == start - 1 and hint[1] == segments[index]:
+            position, offset = start, hint[2]
+        while position <= end:
+            first = segments[index]
+            try:
+                file = open(self._segment_path(first), "rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                raise IntakeError(
+                    f"segment {first} of intake log {self.directory} was deleted while "
+                    "being read (truncate behind the checkpoint)"
+                ) from None
+            with file:
+                file.seek(offset)
+                segment_end = segments[index + 1] - 1 if index + 1 < len(segments) else end
+                while position <= min(end, segment_end):
+                    found = _read_record(file, position, with_payload=position >= start)
+                    if found is None:
+                        raise IntakeCorruptError(
+                            f"record {position} in segment {_segment_name(first)} of intake "
+                            f"log {self.directory} is damaged although it was acknowledged"
+                        )
+                    size, payload = found
+                    offset += size
+                    if position >= start:
+                        self._read_hint = (position, first, offset)
+                        yield Record(position, payload)
+                    position += 1
+            index += 1
+            offset = 0
+            if index < len(segments):
+                position = segments[index]
+
+    def wait_for(self, after: int, timeout: float) -> bool:
+        """Block until a durable record beyond ``after`` exists; False on timeout or close."""
+        with self._cond:
+            self._raise_if_unusable()
+            return (
+                self._cond.wait_for(
+                    lambda: self._durable_position > after or self._closing, timeout
+                )
+                and self._durable_position > after
+            )
+
+    # -- checkpoint and retention ---------------------------------------------
+
+    @property
+    def checkpointed(self) -> int | None:
+        """The last position the consumer has durably finished with; survives reopen."""
+        return self._checkpointed
+
+    def checkpoint(self, position: int) -> None:
+        """Durably record that every record up to ``position`` has been processed."""
+        with self._checkpoint_lock:
+            with self._cond:
+                self._raise_if_unusable()
+                last = self._durable_position
+            if position > last:
+                raise IntakeError(
+                    f"cannot checkpoint position {position}: the last durable record is {last}"
+                )
+            if position < 1:
+                raise IntakeError(f"checkpoint position must be >= 1, got {position}")
+            current = self._checkpointed
+            if current is not None and position < current:
+                raise IntakeError(f"checkpoint cannot move backwards from {current} to {position}")
+            if position == current:
+                return
+            path = self.directory / _CHECKPOINT_FILE
+            temporary = path.with_suffix(".tmp")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, f"{position}\n".encode("ascii"))
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, path)
+            if self.fsync:
+                _fsync_directory(self.directory)
+            self._checkpointed = position
+
+    def truncate(self) -> int:
+        """Delete whole segments that lie entirely behind the checkpoint; return how many.
+
+        The active (last) segment is never deleted.
+        """
+        checkpointed = self._checkpointed
+        if checkpointed is None:
+            return 0
+        with self._cond:
+            self._raise_if_unusable()
+            segments = list(self._segments)
+        doomed = [
+            first
+            for first, following in itertools.pairwise(segments)
+            if following - 1 <= checkpointed
+        ]
+        for first in doomed:
+            # Remove from the list first, so a new read never picks a file that
+            # is about to vanish.
+            with self._cond:
+                self._segments.remove(first)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._segment_path(first))
+        if doomed and self.fsync:
+            _fsync_directory(self.directory)
+        return len(doomed)
+
+    def stats(self) -> LogStats:
+        with self._cond:
+            segments = list(self._segments)
+            last = self._durable_position
+            commits, appends = self._commits, self._appends
+        size = 0
+        for first in segments:
+            with contextlib.suppress(FileNotFoundError):
+                size += self._segment_path(first).stat().st_size
+        checkpointed = self._checkpointed
+        return LogStats(
+            segments=len(segments),
+            bytes=size,
+            last_position=last or None,
+            checkpointed=checkpointed,
+            lag=last - (checkpointed or 0),
+            commits=commits,
+            appends=appends,
+        )
+
+    # -- closing --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Finish in-flight appends, then release the directory. Idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closing = True
+            self._cond.notify_all()
+            self._cond.wait_for(
+                lambda: not self._committing and (not self._pending or self._failure is not None)
+            )
+            self._closed = True
+        if self._active_fd >= 0:
+            os.close(self._active_fd)
+            self._active_fd = -1
+        os.close(self._lock_fd)
+
+    def __enter__(self) -> IntakeLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
