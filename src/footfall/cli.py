@@ -388,23 +388,201 @@ def info(obj: Context) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.pass_obj
-def serve(obj: Context, host: str, port: int) -> None:
-    """Run the Footfall server on the data directory's store."""
+def serve(obj: Context, host: str, port: int, log_level: str) -> None:
+    """Run the Footfall server: the collector (Segment-compatible /v1/batch,
+    /v1/track, ...), its intake worker, /metrics and the read API.
+
+    Events are sent with a write key (`footfall keys create --kind write`).
+    """
     import uvicorn
 
     from footfall.api.app import create_app
     from footfall.api.local import publish, withdraw
+    from footfall.api.service import Service
 
     path = obj.data_dir
     init_data_dir(path)
-    with Database.open(path) as database:
+    service = Service(path)
+    if not any(record.active and record.kind == "write" for record in service.keys.records()):
+        errors.print("[yellow]no write key yet[/yellow]: create one with `footfall keys create --kind write --source web`")
+
+    def shutdown() -> None:
+        withdraw(path)
+        service.close()
+
+    try:
         info = publish(path, f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}")
-        try:
-            app = create_app(database, info.token, on_shutdown=lambda: withdraw(path))
-            uvicorn.run(app, host=host, port=port, log_level="info")
-        finally:
-            withdraw(path)
+        app = create_app(service.database, info.token, on_shutdown=shutdown, service=service)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    finally:
+        shutdown()
+
+
+# -- keys, tracking plans, dead letters -------------------------------------------------
+
+
+@cli.group()
+def keys() -> None:
+    """Write keys (sources that send events) and secret keys (reading and admin)."""
+
+
+@keys.command(name="create")
+@click.option("--kind", type=click.Choice(["write", "secret"]), default="write", show_default=True)
+@click.option("--source", default=None, help="Name of the source a write key sends for (web, ios, backend, ...).")
+@click.option("--drop-ip", is_flag=True, help="Store no IP address for this source's events.")
+@click.option("--anonymize-ip", is_flag=True, help="Zero the last octet of this source's IP addresses.")
+@click.pass_obj
+def keys_create(obj: Context, kind: str, source: str | None, drop_ip: bool, anonymize_ip: bool) -> None:
+    """Create a key; it is printed once and stored only as a hash."""
+    from footfall.keys import KeyStore
+
+    init_data_dir(obj.data_dir)
+    key, record = KeyStore(obj.data_dir).create(
+        "write" if kind == "write" else "secret", source or ("admin" if kind == "secret" else "default"),
+        drop_ip=drop_ip, anonymize_ip=anonymize_ip,
+    )
+    click.echo(key)
+    errors.print(f"created {kind} key {record.id} for source {record.source!r}; it is not shown again", highlight=False)
+
+
+@keys.command(name="list")
+@click.pass_obj
+def keys_list(obj: Context) -> None:
+    """The keys (ids, never the keys themselves)."""
+    from footfall.keys import KeyStore
+
+    table = Table("id", "kind", "source", "created", "revoked", "ip", header_style="bold")
+    for record in KeyStore(obj.data_dir).records():
+        ip = "dropped" if record.drop_ip else "anonymised" if record.anonymize_ip else ""
+        revoked = f"{record.revoked_at:%Y-%m-%d %H:%M}" if record.revoked_at else ""
+        table.add_row(record.id, record.kind, record.source, f"{record.created_at:%Y-%m-%d %H:%M}", revoked, ip)
+    console.print(table)
+
+
+@keys.command(name="revoke")
+@click.argument("key_id")
+@click.pass_obj
+def keys_revoke(obj: Context, key_id: str) -> None:
+    """Revoke a key by id; a running server refuses it at once."""
+    from footfall.keys import KeyStore
+
+    KeyStore(obj.data_dir).revoke(key_id)
+    console.print(f"revoked key {key_id}")
+
+
+@cli.group()
+def plans() -> None:
+    """Tracking plans: a JSON Schema per event name, with a mode (allow, warn, block)."""
+
+
+@plans.command(name="set")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def plans_set(obj: Context, file: Path) -> None:
+    """Add or replace a plan from a JSON file (a running server picks it up)."""
+    from footfall.intake.plans import PlanBook
+
+    init_data_dir(obj.data_dir)
+    plan = PlanBook(obj.data_dir).save(file.read_bytes(), str(file))
+    console.print(f"tracking plan {plan.name!r} ({plan.mode}, {len(plan.events)} events) is in force")
+
+
+@plans.command(name="list")
+@click.pass_obj
+def plans_list(obj: Context) -> None:
+    """The plans in force."""
+    from footfall.intake.plans import PlanBook
+
+    book = PlanBook(obj.data_dir)
+    table = Table("plan", "mode", "unplanned events", "sources", "events", header_style="bold")
+    for compiled in book.plans():
+        plan = compiled.plan
+        table.add_row(plan.name, plan.mode, plan.unplanned_events, ", ".join(plan.sources or ["all"]), ", ".join(sorted(plan.events)))
+    console.print(table)
+    if book.load_error:
+        errors.print(f"[red]not in force:[/red] {book.load_error}", highlight=False, soft_wrap=True)
+
+
+@plans.command(name="remove")
+@click.argument("name")
+@click.pass_obj
+def plans_remove(obj: Context, name: str) -> None:
+    """Remove a plan by name."""
+    from footfall.intake.plans import PlanBook
+
+    PlanBook(obj.data_dir).remove(name)
+    console.print(f"removed tracking plan {name!r}")
+
+
+@cli.group()
+def dlq() -> None:
+    """The dead-letter store: messages that were not accepted, with why."""
+
+
+@dlq.command(name="list")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--source", help="Only letters from this source.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per letter.")
+@click.pass_obj
+def dlq_list(obj: Context, limit: int, source: str | None, as_json: bool) -> None:
+    """Newest letters first."""
+    from footfall.api.local import DeadLetterDesk
+
+    with DeadLetterDesk(obj.data_dir) as desk:
+        letters = desk.list(limit=limit, source=source)
+    if as_json:
+        for letter in letters:
+            click.echo(json.dumps(letter._asdict(), default=_cell, ensure_ascii=False))
+        return
+    table = Table("id", "received", "source", "field", "reason", header_style="bold")
+    for letter in letters:
+        table.add_row(letter.id, _cell(letter.received_at)[:19], letter.source, letter.field, letter.reason)
+    console.print(table)
+    console.print(f"[dim]{len(letters)} letter{'s' if len(letters) != 1 else ''}[/dim]")
+
+
+@dlq.command(name="show")
+@click.argument("letter_id")
+@click.pass_obj
+def dlq_show(obj: Context, letter_id: str) -> None:
+    """One letter with its payload as received."""
+    from footfall.api.local import DeadLetterDesk
+
+    with DeadLetterDesk(obj.data_dir) as desk:
+        letters = desk.list(limit=1, ids=[letter_id])
+    if not letters:
+        raise FootfallError(f"no dead letter {letter_id!r}; `footfall dlq list` shows the ids")
+    letter = letters[0]
+    for label, value in (("id", letter.id), ("received", _cell(letter.received_at)), ("source", letter.source),
+                         ("field", letter.field), ("reason", letter.reason)):
+        console.print(f"{label:<9} {value}", highlight=False, soft_wrap=True)
+    try:
+        click.echo(json.dumps(json.loads(letter.payload), indent=2, ensure_ascii=False))
+    except ValueError:
+        click.echo(letter.payload)
+
+
+@dlq.command(name="replay")
+@click.argument("letter_ids", nargs=-1)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every letter (or every letter of --source).")
+@click.option("--source", help="Only letters from this source.")
+@click.pass_obj
+def dlq_replay(obj: Context, letter_ids: tuple[str, ...], replay_all: bool, source: str | None) -> None:
+    """Retry letters against the current contract and tracking plans; those that
+    pass are stored and leave the dead-letter table."""
+    from footfall.api.local import DeadLetterDesk
+
+    if not letter_ids and not replay_all and source is None:
+        raise FootfallError("name letter ids, or use --all (optionally with --source)")
+    with DeadLetterDesk(obj.data_dir) as desk:
+        report = desk.replay(ids=list(letter_ids) or None, source=source)
+    console.print(f"replayed {report.replayed:,} letters ({report.stored_events:,} events stored)")
+    if report.still_failing:
+        errors.print(f"[yellow]{len(report.still_failing):,} still failing[/yellow]:")
+        for letter_id, field, reason in report.still_failing[:SHOWN_REJECTIONS]:
+            errors.print(f"  {letter_id}  {field}: {reason}", highlight=False, soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,19 +1,32 @@
 """The ASGI application behind ``footfall serve``.
 
-For now it serves health and read-only SQL for the local CLI; the collector
-and query API mount here as they are built. Routes parse input, call the
-Database, and format output; errors are JSON with a code.
+It serves the collector (Segment-compatible write endpoints, see
+``footfall.api.collector``), ``/metrics`` for Prometheus, read-only SQL, and
+the dead-letter admin routes. Routes parse input, call one service, and format
+output; every error is JSON with a code, never an HTML page or a bare 500.
+
+Reads and admin need a secret key (``Authorization: Bearer ffs_...``) or the
+server's own admin token (which the local CLI takes from ``server.json``);
+writes need a write key. The two never open each other's routes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
+import logging
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 import pyarrow as pa
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -22,6 +35,11 @@ from footfall import __version__
 from footfall.api.responses import error_response, json_response
 from footfall.errors import FootfallError
 from footfall.store.database import Database
+
+if TYPE_CHECKING:
+    from footfall.api.service import Service
+
+log = logging.getLogger("footfall.api")
 
 MAX_SQL_BYTES = 100_000
 # Typed answers for Footfall's own clients: timestamps stay timestamps.
@@ -36,12 +54,17 @@ def arrow_stream(table: pa.Table) -> bytes:
 
 
 def create_app(
-    database: Database, admin_token: str, on_shutdown: Callable[[], None] | None = None
+    database: Database,
+    admin_token: str,
+    on_shutdown: Callable[[], None] | None = None,
+    service: Service | None = None,
 ) -> Starlette:
     """An app over one open database. ``admin_token`` guards reads for the local CLI.
 
-    ``on_shutdown`` runs during a graceful stop (uvicorn re-raises SIGTERM after
-    its shutdown, so code after ``uvicorn.run`` may never run).
+    With a ``service`` (what ``footfall serve`` runs), the collector, metrics
+    and dead-letter routes are served too. ``on_shutdown`` runs during a
+    graceful stop (uvicorn re-raises SIGTERM after its shutdown, so code after
+    ``uvicorn.run`` may never run).
     """
 
     @contextlib.asynccontextmanager
@@ -53,7 +76,16 @@ def create_app(
     def authorised(request: Request) -> bool:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), admin_token.encode())
+        if scheme.lower() != "bearer" or not token:
+            return False
+        if hmac.compare_digest(token.encode(), admin_token.encode()):
+            return True
+        return service is not None and service.keys.authenticate(token, "secret") is not None
+
+    def unauthorised() -> Response:
+        return error_response(
+            401, {"code": "unauthorised", "message": "send a secret key as 'Authorization: Bearer <key>' (write keys cannot read)"}
+        )
 
     async def health(request: Request) -> Response:
         return json_response({
@@ -65,7 +97,7 @@ def create_app(
 
     async def sql(request: Request) -> Response:
         if not authorised(request):
-            return error_response(401, {"code": "unauthorised", "message": "send the server's admin token as 'Authorization: Bearer <token>'"})
+            return unauthorised()
         body = await request.body()
         if len(body) > MAX_SQL_BYTES:
             return error_response(413, {"code": "too_large", "message": f"the query is larger than {MAX_SQL_BYTES} bytes"})
@@ -85,10 +117,100 @@ def create_app(
             return Response(arrow_stream(table), media_type=ARROW_STREAM)
         return json_response({"columns": result.columns, "rows": result.rows})
 
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/sql", sql, methods=["POST"]),
+    ]
+    if service is not None:
+        routes += service.collector.routes()
+        routes += _service_routes(service, authorised, unauthorised)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            message = f"no route {request.url.path}; the collector takes POST /v1/batch, /v1/track, /v1/identify, ..."
+            return error_response(404, {"code": "not_found", "message": message})
+        if exc.status_code == 405:
+            return error_response(405, {"code": "method_not_allowed", "message": f"{request.method} is not allowed on {request.url.path}"})
+        return error_response(exc.status_code, {"code": "http_error", "message": str(exc.detail)})
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error answering %s %s", request.method, request.url.path)
+        return error_response(500, {"code": "internal", "message": f"internal error ({type(exc).__name__}); see the server log"})
+
     return Starlette(
         lifespan=lifespan,
-        routes=[
-            Route("/health", health, methods=["GET"]),
-            Route("/v1/sql", sql, methods=["POST"]),
-        ]
+        routes=routes,
+        middleware=[
+            # Browser sources post from other origins; credentials go in a header, not cookies.
+            Middleware(
+                CORSMiddleware,
+                allow_origins=["*"],
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Footfall-Write-Key"],
+                max_age=86400,
+            )
+        ],
+        exception_handlers={HTTPException: http_error, Exception: unexpected},
     )
+
+
+def _service_routes(
+    service: Service, authorised: Callable[[Request], bool], unauthorised: Callable[[], Response]
+) -> list[Route]:
+    from footfall.intake import dead_letters
+
+    registry = CollectorRegistry(auto_describe=False)
+    from footfall.api.service import ServiceMetrics
+
+    registry.register(ServiceMetrics(service))
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def list_dead_letters(request: Request) -> Response:
+        if not authorised(request):
+            return unauthorised()
+        try:
+            limit = int(request.query_params.get("limit", "50"))
+        except ValueError:
+            return error_response(400, {"code": "bad_request", "message": "limit must be a whole number"})
+        ids = request.query_params.getlist("id") or None
+        letters = dead_letters.list_letters(
+            service.database, limit=max(0, min(limit, 10_000)), source=request.query_params.get("source"), ids=ids
+        )
+        return json_response({"dead_letters": [letter._asdict() for letter in letters]})
+
+    async def replay_dead_letters(request: Request) -> Response:
+        if not authorised(request):
+            return unauthorised()
+        try:
+            options = msgspec.json.decode(await request.body() or b"{}", type=_ReplayRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return error_response(400, {"code": "bad_request", "message": f'send JSON like {{"ids": ["..."]}} or {{}} for all ({exc})'})
+
+        def run() -> dead_letters.ReplayReport:
+            with service.worker.lock:
+                return dead_letters.replay(
+                    service.database, service.worker.pipeline, service.plans, ids=options.ids, source=options.source
+                )
+
+        report = await run_in_threadpool(run)
+        return json_response(
+            {
+                "replayed": report.replayed,
+                "stored_events": report.stored_events,
+                "still_failing": [{"id": i, "field": f, "reason": r} for i, f, r in report.still_failing],
+            }
+        )
+
+    return [
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/admin/dead-letters", list_dead_letters, methods=["GET"]),
+        Route("/v1/admin/dead-letters/replay", replay_dead_letters, methods=["POST"]),
+    ]
+
+
+class _ReplayRequest(msgspec.Struct, forbid_unknown_fields=True):
+    ids: list[str] | None = None
+    source: str | None = None

@@ -12,17 +12,22 @@ import json
 import os
 import secrets
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
 from footfall.api.app import ARROW_STREAM
 from footfall.config import load_config
 from footfall.errors import StoreError, StoreLockedError
+from footfall.intake.dead_letters import ReplayReport, StoredLetter, list_letters, replay
+from footfall.intake.plans import PlanBook
+from footfall.pipeline import Pipeline
 from footfall.store.backend import QueryResult
 from footfall.store.database import Database
 from footfall.store.dialects import final_table, quote_literal
@@ -155,3 +160,69 @@ def open_reader(data_dir: Path) -> Database:
                 " wait for the other process to finish, or start `footfall serve` to share the store."
             ) from None
         return Database(RemoteBackend(server, server_dialect(server)), load_config(data_dir))
+
+
+def _call(server: ServerInfo, path: str, body: object | None = None, timeout: float = 300.0) -> Any:
+    request = urllib.request.Request(
+        f"{server.url}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {exc.code}"
+        raise StoreError(message) from None
+    except (urllib.error.URLError, TimeoutError) as exc:
+        raise StoreError(f"the running server at {server.url} did not answer ({exc})") from None
+
+
+class DeadLetterDesk:
+    """Dead letters from the CLI: through a running server when one holds the
+    store (so a replay shares its pipeline), else straight from the store."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.server = running_server(data_dir)
+        self._database: Database | None = None
+
+    def _open(self) -> Database:
+        if self._database is None:
+            self._database = Database.open(self.data_dir)
+        return self._database
+
+    def list(
+        self, *, limit: int = 50, source: str | None = None, ids: Sequence[str] | None = None
+    ) -> list[StoredLetter]:
+        if self.server is None:
+            return list_letters(self._open(), limit=limit, source=source, ids=ids)
+        query = urllib.parse.urlencode(
+            [("limit", str(limit))] + ([("source", source)] if source else []) + [("id", i) for i in ids or []]
+        )
+        rows = _call(self.server, f"/v1/admin/dead-letters?{query}")["dead_letters"]
+        return [
+            StoredLetter(**{**row, "received_at": datetime.fromisoformat(row["received_at"])}) for row in rows
+        ]
+
+    def replay(self, *, ids: Sequence[str] | None = None, source: str | None = None) -> ReplayReport:
+        if self.server is None:
+            database = self._open()
+            return replay(database, Pipeline(database), PlanBook(self.data_dir), ids=ids, source=source)
+        answer = _call(self.server, "/v1/admin/dead-letters/replay", {"ids": ids, "source": source})
+        return ReplayReport(
+            answer["replayed"],
+            answer["stored_events"],
+            [(item["id"], item["field"], item["reason"]) for item in answer["still_failing"]],
+        )
+
+    def __enter__(self) -> DeadLetterDesk:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._database is not None:
+            self._database.close()

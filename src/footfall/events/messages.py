@@ -82,6 +82,9 @@ class _Message(msgspec.Struct, rename="camel", kw_only=True, tag_field="type"):
     sent_at: datetime | None = None
     received_at: datetime | None = None
     integrations: dict[str, Any] | None = None
+    # Browsers sending with navigator.sendBeacon cannot set headers, so the
+    # write key may come in the body instead (as Segment's API allows).
+    write_key: str | None = None
 
 
 class Track(_Message, tag="track"):
@@ -130,3 +133,4 @@ class Batch(msgspec.Struct, rename="camel"):
     batch: list[msgspec.Raw]
     sent_at: datetime | None = None
     context: dict[str, Any] | None = None
+    write_key: str | None = None

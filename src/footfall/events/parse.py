@@ -59,7 +59,7 @@ def _decoder(target: Any) -> msgspec.json.Decoder[Any]:
     return _decoders[target]
 
 
-def _message_error(error: msgspec.ValidationError | msgspec.DecodeError) -> MessageError:
+def describe_decode_error(error: msgspec.ValidationError | msgspec.DecodeError) -> MessageError:
     text = str(error)
     if isinstance(error, msgspec.ValidationError):
         match = _ERROR_AT.match(text)
@@ -88,7 +88,7 @@ def _as_id(value: str | int | None, field: str) -> str | None:
     return text
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is None:
@@ -131,15 +131,10 @@ def _number_or_none(value: Any) -> float | None:
     return float(value)
 
 
-def _payload(message: Message) -> tuple[str, dict[str, Any]]:
+def event_payload(message: Message) -> tuple[str, dict[str, Any]]:
     """The event name and the properties stored with it."""
     if isinstance(message, Track):
-        name = message.event
-        if not name.strip():
-            raise MessageError("$.event", "must not be empty")
-        if len(name) > MAX_EVENT_NAME_LENGTH:
-            raise MessageError("$.event", f"is longer than {MAX_EVENT_NAME_LENGTH} characters")
-        return name, message.properties or {}
+        return message.event, message.properties or {}
     if isinstance(message, Page | ScreenView):
         properties = dict(message.properties or {})
         if message.name is not None:
@@ -171,16 +166,14 @@ def _event_id(message: Message, raw: bytes) -> str:
     return str(uuid.uuid5(_CONTENT_NAMESPACE, raw.decode("utf-8", "replace")))
 
 
-def to_event(
-    message: Message,
-    *,
-    raw: bytes,
-    received_at: datetime,
-    project_id: str = "default",
-    batch_sent_at: datetime | None = None,
-    trust_received_at: bool = False,
-) -> Event:
-    """Normalise a decoded message (see ``parse_message``)."""
+def check_message(message: Message) -> tuple[str | None, str | None]:
+    """The checks a decoded message must pass before it is accepted; returns its
+    ``(anonymous_id, user_id)``.
+
+    Raises ``ConsentDenied`` when the sender declined tracking and
+    ``MessageError`` naming the field at fault otherwise. The collector runs
+    this at the door so a client learns of a bad message in the response.
+    """
     consent = message.context.consent if message.context is not None else None
     if consent is not None and consent.get("tracking") is False:
         raise ConsentDenied("the message's context.consent.tracking is false")
@@ -191,15 +184,39 @@ def to_event(
             raise MessageError("$.userId", "is required for alias (the id that previousId becomes)")
     elif anonymous_id is None and user_id is None:
         raise MessageError("$", "needs an anonymousId or a userId (or both)")
+    if isinstance(message, Track):
+        if not message.event.strip():
+            raise MessageError("$.event", "must not be empty")
+        if len(message.event) > MAX_EVENT_NAME_LENGTH:
+            raise MessageError("$.event", f"is longer than {MAX_EVENT_NAME_LENGTH} characters")
+    elif isinstance(message, Group):
+        _as_id(message.group_id, "$.groupId")
+    elif isinstance(message, Alias):
+        _as_id(message.previous_id, "$.previousId")
+    if message.message_id is not None:
+        _as_id(message.message_id, "$.messageId")
+    return anonymous_id, user_id
 
-    name, properties = _payload(message)
-    received = _utc(message.received_at) if trust_received_at and message.received_at else received_at
+
+def to_event(
+    message: Message,
+    *,
+    raw: bytes,
+    received_at: datetime,
+    project_id: str = "default",
+    batch_sent_at: datetime | None = None,
+    trust_received_at: bool = False,
+) -> Event:
+    """Normalise a decoded message (see ``parse_message``)."""
+    anonymous_id, user_id = check_message(message)
+    name, properties = event_payload(message)
+    received = as_utc(message.received_at) if trust_received_at and message.received_at else received_at
     assert received is not None
     timestamp = corrected_timestamp(
         received_at=received,
-        timestamp=_utc(message.timestamp),
-        original_timestamp=_utc(message.original_timestamp),
-        sent_at=_utc(message.sent_at or batch_sent_at),
+        timestamp=as_utc(message.timestamp),
+        original_timestamp=as_utc(message.original_timestamp),
+        sent_at=as_utc(message.sent_at or batch_sent_at),
     )
 
     context = message.context
@@ -286,7 +303,7 @@ def decode_message(
             _check_size(data, max_bytes)
             message = msgspec.convert(raw, target)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        error = _message_error(exc)
+        error = describe_decode_error(exc)
         if message_type is not None and error.field == "$.type":
             raise MessageError("$.type", f"this endpoint takes {message_type!r} messages") from None
         raise error from None
@@ -320,7 +337,7 @@ def parse_message(
     return to_event(
         message,
         raw=data,
-        received_at=_utc(received_at) or datetime.now(UTC),
+        received_at=as_utc(received_at) or datetime.now(UTC),
         project_id=project_id,
         batch_sent_at=batch_sent_at,
         trust_received_at=trust_received_at,
@@ -350,9 +367,9 @@ def parse_batch(
     try:
         envelope = _decoder(Batch).decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise _message_error(exc) from None
-    now = _utc(received_at) or datetime.now(UTC)
-    batch_sent_at = _utc(envelope.sent_at)
+        raise describe_decode_error(exc) from None
+    now = as_utc(received_at) or datetime.now(UTC)
+    batch_sent_at = as_utc(envelope.sent_at)
     events: list[Event] = []
     rejected: list[Rejected] = []
     declined = 0

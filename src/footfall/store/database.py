@@ -42,6 +42,10 @@ class DeadLetter(NamedTuple):
     field: str  # JSON path or column at fault, "$" for the whole message
     reason: str
     payload: str  # the raw message or row, as received
+    # A stable id makes a repeated write (a replayed intake record) replace
+    # rather than duplicate the letter; None draws a fresh one.
+    id: str | None = None
+    received_at: datetime | None = None
 
 
 class Summary(NamedTuple):
@@ -251,9 +255,11 @@ class Database:
         now = datetime.now(UTC)
         table = pa.table(
             {
-                "id": [str(uuid.uuid4()) for _ in letters],
+                "id": [letter.id or str(uuid.uuid4()) for letter in letters],
                 "project_id": [self.project_id] * len(letters),
-                "received_at": pa.array([now] * len(letters), DEAD_LETTERS.schema.field("received_at").type),
+                "received_at": pa.array(
+                    [letter.received_at or now for letter in letters], DEAD_LETTERS.schema.field("received_at").type
+                ),
                 "source": [source] * len(letters),
                 "field": [letter.field for letter in letters],
                 "reason": [letter.reason for letter in letters],
@@ -261,8 +267,19 @@ class Database:
             },
             schema=DEAD_LETTERS.schema,
         )
-        self.insert(DEAD_LETTERS.name, table)
+        self.upsert(DEAD_LETTERS.name, table)
         return len(letters)
+
+    def delete_dead_letters(self, ids: Sequence[str]) -> None:
+        """Remove letters that were replayed into the store."""
+        if not ids:
+            return
+        quoted = ", ".join(self.backend.quote(letter_id) for letter_id in ids)
+        with self._writer:
+            self.backend.execute(
+                f"DELETE FROM {DEAD_LETTERS.name} WHERE project_id = {self.backend.quote(self.project_id)}"
+                f" AND id IN ({quoted})"
+            )
 
     # -- reads ---------------------------------------------------------------
 
@@ -370,7 +387,7 @@ class Database:
             f"SELECT event, count(*) AS n FROM events WHERE project_id = {project}"
             f" GROUP BY event ORDER BY n DESC, event LIMIT {int(top)}"
         ).rows
-        dead = self.backend.query(f"SELECT count(*) FROM dead_letters WHERE project_id = {project}").rows[0][0]
+        dead = self.backend.query(f"SELECT count(*) FROM {self.backend.final(DEAD_LETTERS.name)} WHERE project_id = {project}").rows[0][0]
         return Summary(
             int(events), int(persons), int(sessions),
             first if events else None, last if events else None,

@@ -106,11 +106,37 @@ DEAD_LETTERS = Table(
         ]
     ),
     key=("id",),
-    order_by=("project_id", "received_at", "id"),
+    # Replacing: a replayed intake record rewrites its letters under the same id.
+    order_by=("project_id", "id"),
+    version_column="received_at",
     low_cardinality=frozenset({"project_id", "source"}),
 )
 
-TABLES = {table.name: table for table in (EVENTS, PERSONS, IDENTITIES, PERSON_MERGES, DEAD_LETTERS)}
+# Messages a tracking plan in "warn" mode let through, with what was wrong.
+PLAN_WARNINGS = Table(
+    "plan_warnings",
+    pa.schema(
+        [
+            pa.field("project_id", pa.string(), nullable=False),
+            pa.field("event_id", pa.string(), nullable=False),
+            pa.field("plan", pa.string(), nullable=False),
+            pa.field("event", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("field", pa.string(), nullable=False),
+            pa.field("reason", pa.string(), nullable=False),
+            pa.field("received_at", TIMESTAMP, nullable=False),
+        ]
+    ),
+    key=("project_id", "event_id", "plan"),
+    order_by=("project_id", "event_id", "plan"),
+    version_column="received_at",
+    low_cardinality=frozenset({"project_id", "plan", "event", "source"}),
+)
+
+TABLES = {
+    table.name: table
+    for table in (EVENTS, PERSONS, IDENTITIES, PERSON_MERGES, DEAD_LETTERS, PLAN_WARNINGS)
+}
 
 DUCKDB_TYPES = {
     pa.string(): "VARCHAR",
@@ -166,16 +192,33 @@ def create_table_sql(table: Table, dialect: str) -> str:
 
 
 # Each migration is a list of statements per dialect; the schema_version table
-# records which have run. Migration 1 creates the tables as defined above. A
+# records which have run. Migration 1 creates the first tables as defined above. A
 # later change to a table edits its definition above *and* appends a migration
 # with idempotent statements (ALTER TABLE ... ADD COLUMN IF NOT EXISTS, which
 # both engines accept), so fresh stores and upgraded ones end up the same.
-def _create_all(dialect: str) -> list[str]:
-    return [create_table_sql(table, dialect) for table in TABLES.values()]
+def _create(dialect: str, *tables: Table) -> list[str]:
+    return [create_table_sql(table, dialect) for table in tables]
 
+
+_FIRST_TABLES = (EVENTS, PERSONS, IDENTITIES, PERSON_MERGES, DEAD_LETTERS)
 
 MIGRATIONS: list[dict[str, list[str]]] = [
-    {"duckdb": _create_all("duckdb"), "clickhouse": _create_all("clickhouse")},
+    {"duckdb": _create("duckdb", *_FIRST_TABLES), "clickhouse": _create("clickhouse", *_FIRST_TABLES)},
+    # 2: tracking-plan warnings (the collector's "warn" mode); on ClickHouse,
+    # dead letters move to a ReplacingMergeTree keyed by id.
+    {
+        "duckdb": _create("duckdb", PLAN_WARNINGS),
+        "clickhouse": [
+            *_create("clickhouse", PLAN_WARNINGS),
+            "DROP TABLE IF EXISTS dead_letters_v2",
+            create_table_sql(DEAD_LETTERS, "clickhouse").replace(
+                "CREATE TABLE IF NOT EXISTS dead_letters", "CREATE TABLE dead_letters_v2", 1
+            ),
+            "INSERT INTO dead_letters_v2 SELECT * FROM dead_letters",
+            "DROP TABLE dead_letters",
+            "RENAME TABLE dead_letters_v2 TO dead_letters",
+        ],
+    },
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

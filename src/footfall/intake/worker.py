@@ -1,0 +1,281 @@
+"""The intake worker: from the durable log into the store, exactly once.
+
+It reads records after the checkpoint, normalises their messages (clock skew,
+context, privacy, tracking plans), hands the events to the pipeline (which
+drops event ids it has stored already), stores dead letters and plan warnings
+under ids derived from the record, and only then advances the checkpoint. A
+crash anywhere in between replays the same records on restart, and every write
+they cause is either deduplicated or replaces itself, so nothing is lost and
+nothing is doubled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+import msgspec
+import pyarrow as pa
+
+from footfall.errors import ConsentDenied, MessageError
+from footfall.events.parse import decode_message, event_payload, to_event
+from footfall.events.record import Event
+from footfall.intake.admission import IntakeBatch, decode_record
+from footfall.intake.log import IntakeLog, Record
+from footfall.intake.plans import PlanBook
+from footfall.pipeline import Pipeline
+from footfall.store.database import Database, DeadLetter
+from footfall.store.schema import PLAN_WARNINGS
+
+log = logging.getLogger("footfall.intake")
+
+_LETTER_NAMESPACE = uuid.UUID("0b7f3c1e-2a4d-4c8e-9f61-5d2a7e3b9c10")
+
+
+def anonymize_ip(ip: str) -> str | None:
+    """Zero the host part: the last octet of IPv4, the last 80 bits of IPv6.
+
+    >>> anonymize_ip("203.0.113.77"), anonymize_ip("2001:db8:1:2:3:4:5:6")
+    ('203.0.113.0', '2001:db8:1::')
+    """
+    try:
+        address = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        return None  # not an address: nothing safe to keep
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
+
+
+class PlanWarning(NamedTuple):
+    event_id: str
+    plan: str
+    event: str
+    source: str
+    field: str
+    reason: str
+    received_at: datetime
+
+
+@dataclass
+class Unpacked:
+    events: list[Event] = field(default_factory=list)
+    dead_letters: dict[str, list[DeadLetter]] = field(default_factory=lambda: defaultdict(list))
+    warnings: list[PlanWarning] = field(default_factory=list)
+    declined: int = 0
+
+
+def letter_id(batch: IntakeBatch, index: int, payload: bytes) -> str:
+    """The same id every time the same message of the same record is dead-lettered."""
+    digest = hashlib.blake2b(payload, digest_size=16).hexdigest()
+    return str(uuid.uuid5(_LETTER_NAMESPACE, f"{batch.key_id}|{batch.received_at.isoformat()}|{index}|{digest}"))
+
+
+def unpack(
+    batch: IntakeBatch, plans: PlanBook, *, project_id: str, anonymize_all_ips: bool, into: Unpacked
+) -> None:
+    """Normalise one intake record's messages into events, dead letters and warnings."""
+    letters = into.dead_letters[batch.source]
+    for rejection in batch.rejected:
+        letters.append(_letter(batch, rejection.index, rejection.field, rejection.reason, rejection.payload))
+    into.declined += batch.declined
+    for index, data in enumerate(batch.messages):
+        try:
+            message, _ = decode_message(data, max_bytes=len(data))
+            name, properties = event_payload(message)
+            violations = plans.check(batch.source, name, properties)
+            blocking = next((violation for violation in violations if violation.mode == "block"), None)
+            if blocking is not None:
+                letters.append(_letter(batch, index, blocking.field, blocking.reason, data))
+                continue
+            event = to_event(
+                message, raw=data, received_at=batch.received_at, project_id=project_id, batch_sent_at=batch.sent_at
+            )
+        except ConsentDenied:
+            into.declined += 1
+            continue
+        except MessageError as exc:  # passed the door, failed normalisation
+            letters.append(_letter(batch, index, exc.field, exc.problem, data))
+            continue
+        if event.ip is None:
+            event.ip = batch.client_ip
+        if batch.drop_ip:
+            event.ip = None
+        elif event.ip is not None and (batch.anonymize_ip or anonymize_all_ips):
+            event.ip = anonymize_ip(event.ip)
+        into.warnings.extend(
+            PlanWarning(event.event_id, v.plan, name, batch.source, v.field, v.reason, batch.received_at)
+            for v in violations
+        )
+        into.events.append(event)
+
+
+def _letter(batch: IntakeBatch, index: int, field: str, reason: str, payload: bytes) -> DeadLetter:
+    return DeadLetter(
+        field=field,
+        reason=reason,
+        payload=payload.decode("utf-8", "replace"),
+        id=letter_id(batch, index, payload),
+        received_at=batch.received_at,
+    )
+
+
+@dataclass
+class WorkerStats:
+    records: int = 0
+    events_stored: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    warned: int = 0
+    declined: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    last_processed_at: float | None = None  # time.time()
+
+
+class IntakeWorker:
+    """Moves records from an intake log into a database, in order."""
+
+    def __init__(
+        self,
+        intake: IntakeLog,
+        database: Database,
+        plans: PlanBook,
+        *,
+        max_records: int = 2000,
+        truncate_every: float = 5.0,
+    ) -> None:
+        self.intake = intake
+        self.database = database
+        self.plans = plans
+        self.pipeline = Pipeline(database)
+        self.max_records = max_records
+        self.truncate_every = truncate_every
+        self.stats = WorkerStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_truncate = time.monotonic()
+        # The pipeline keeps identity state in memory and is not thread-safe:
+        # the loop and anything else that ingests (dead-letter replay) take turns.
+        self.lock = threading.Lock()
+
+    # -- one step ----------------------------------------------------------------
+
+    def process_available(self) -> int:
+        """Process the records after the checkpoint (up to ``max_records``); how many."""
+        with self.lock:
+            return self._process_available()
+
+    def _process_available(self) -> int:
+        records = list(self.intake.read(after=self.intake.checkpointed, limit=self.max_records))
+        if not records:
+            return 0
+        try:
+            self._store(records)
+        except Exception:
+            if len(records) == 1:
+                raise
+            # Find the record the store refuses, checkpointing those before
+            # it; a store that is down refuses them all, and the caller
+            # retries later.
+            for record in records:
+                self._store([record])
+                self.intake.checkpoint(record.position)
+        self.intake.checkpoint(records[-1].position)
+        self.stats.records += len(records)
+        self.stats.last_processed_at = time.time()
+        if time.monotonic() - self._last_truncate > self.truncate_every:
+            self.intake.truncate()
+            self._last_truncate = time.monotonic()
+        return len(records)
+
+    def _store(self, records: list[Record]) -> None:
+        unpacked = Unpacked()
+        anonymize_all = self.database.config.privacy.anonymize_ip
+        for record in records:
+            try:
+                batch = decode_record(record.payload)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                # Only a record written by an incompatible Footfall gets here.
+                unpacked.dead_letters["intake"].append(
+                    DeadLetter("$", f"unreadable intake record {record.position}: {exc}",
+                               record.payload.hex(), id=str(uuid.uuid5(_LETTER_NAMESPACE, f"record|{record.position}")))
+                )
+                continue
+            unpack(batch, self.plans, project_id=self.database.project_id, anonymize_all_ips=anonymize_all, into=unpacked)
+        report = self.pipeline.ingest_events(unpacked.events)
+        for source, letters in unpacked.dead_letters.items():
+            self.database.dead_letter(source, letters)
+        save_warnings(self.database, unpacked.warnings)
+        self.stats.events_stored += report.events
+        self.stats.duplicates += report.duplicates
+        self.stats.dead_lettered += sum(len(letters) for letters in unpacked.dead_letters.values())
+        self.stats.warned += len(unpacked.warnings)
+        self.stats.declined += unpacked.declined
+
+    # -- the loop ----------------------------------------------------------------
+
+    def run(self, idle_wait: float = 0.5, retry_wait: float = 1.0) -> None:
+        """Process until ``stop``; store failures are logged and retried, never fatal."""
+        while not self._stop.is_set():
+            try:
+                if self.process_available():
+                    continue
+            except Exception as exc:
+                self.stats.failures += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("intake worker: storing records failed; retrying in %.1f s", retry_wait)
+                self._stop.wait(retry_wait)
+                continue
+            checkpointed = self.intake.checkpointed or 0
+            try:
+                self.intake.wait_for(checkpointed, idle_wait)
+            except Exception:
+                if self._stop.is_set():
+                    return
+                raise
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self.run, name="footfall-intake-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
+        """Stop the loop; with ``drain``, store what is in the log first."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if drain:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.process_available():
+                pass
+
+
+def save_warnings(database: Database, warnings: list[PlanWarning]) -> None:
+    if not warnings:
+        return
+    project_id = database.project_id
+    columns = list(zip(*warnings, strict=True))
+    table = pa.table(
+        {
+            "project_id": [project_id] * len(warnings),
+            "event_id": list(columns[0]),
+            "plan": list(columns[1]),
+            "event": list(columns[2]),
+            "source": list(columns[3]),
+            "field": list(columns[4]),
+            "reason": list(columns[5]),
+            "received_at": pa.array([w.received_at.astimezone(UTC) for w in warnings], PLAN_WARNINGS.schema.field("received_at").type),
+        },
+        schema=PLAN_WARNINGS.schema,
+    )
+    database.upsert(PLAN_WARNINGS.name, table)
