@@ -208,6 +208,7 @@ class Collector:
                 messages=admission.accepted,
                 rejected=admission.rejected,
                 declined=admission.declined,
+                message_type=message_type,
             )
             try:
                 await run_in_threadpool(self.intake.append, encode_record(batch))

@@ -42,6 +42,8 @@ class IntakeBatch(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
     messages: list[bytes]
     rejected: list[Rejection]
     declined: int = 0  # messages whose sender declined tracking: counted, never stored
+    # Set for the single-message endpoints (/v1/track ...), whose bodies may omit "type".
+    message_type: str | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()

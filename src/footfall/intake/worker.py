@@ -88,7 +88,7 @@ def unpack(
     into.declined += batch.declined
     for index, data in enumerate(batch.messages):
         try:
-            message, _ = decode_message(data, max_bytes=len(data))
+            message, _ = decode_message(data, batch.message_type, max_bytes=len(data))
             name, properties = event_payload(message)
             violations = plans.check(batch.source, name, properties)
             blocking = next((violation for violation in violations if violation.mode == "block"), None)
@@ -117,11 +117,29 @@ def unpack(
         into.events.append(event)
 
 
+def _self_contained(batch: IntakeBatch, payload: bytes) -> str:
+    """The message as sent, plus what it inherited from its request (the
+    endpoint's type, the batch's sentAt), so a replay reads it the same way."""
+    text = payload.decode("utf-8", "replace")
+    try:
+        message = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        return text
+    if not isinstance(message, dict):
+        return text
+    inherited: dict[str, str] = {}
+    if batch.message_type is not None and "type" not in message:
+        inherited["type"] = batch.message_type
+    if batch.sent_at is not None and "sentAt" not in message:
+        inherited["sentAt"] = batch.sent_at.isoformat()
+    return msgspec.json.encode({**message, **inherited}).decode() if inherited else text
+
+
 def _letter(batch: IntakeBatch, index: int, field: str, reason: str, payload: bytes) -> DeadLetter:
     return DeadLetter(
         field=field,
         reason=reason,
-        payload=payload.decode("utf-8", "replace"),
+        payload=_self_contained(batch, payload),
         id=letter_id(batch, index, payload),
         received_at=batch.received_at,
     )

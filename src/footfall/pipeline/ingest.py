@@ -244,7 +244,7 @@ class Pipeline:
             users = resolver.users_of_person.get(person)
             state.user_id = state.user_id or (min(users) if users else None)
             for _, traits in sorted(traits_by_person.get(person, []), key=lambda item: item[0]):
-                state.traits.update(traits)  # last write wins, in event time
+                _apply_traits(state.traits, traits)
 
         touched = grouped["person_id"].to_pylist()
         states = [self._persons[person] for person in touched]
@@ -263,6 +263,26 @@ class Pipeline:
             },
             schema=PERSONS.schema,
         )
+
+
+SET_ONCE = "$set_once"
+
+
+def _apply_traits(current: dict[str, Any], traits: dict[str, Any]) -> None:
+    """Fold an identify's traits into a person's: last write wins, in event
+    time, except for traits under ``$set_once``, which keep their first value.
+
+    >>> person = {"plan": "free", "signup": "2024-01-01"}
+    >>> _apply_traits(person, {"plan": "pro", "$set_once": {"signup": "2025-06-01", "channel": "ads"}})
+    >>> person
+    {'plan': 'pro', 'signup': '2024-01-01', 'channel': 'ads'}
+    """
+    for key, value in traits.items():
+        if key == SET_ONCE and isinstance(value, dict):
+            for once_key, once_value in value.items():
+                current.setdefault(once_key, once_value)
+        else:
+            current[key] = value
 
 
 class _Tails(Mapping[str, SessionTail]):
