@@ -394,30 +394,63 @@ def serve(obj: Context, host: str, port: int, log_level: str) -> None:
     """Run the Footfall server: the collector (Segment-compatible /v1/batch,
     /v1/track, ...), its intake worker, /metrics and the read API.
 
-    Events are sent with a write key (`footfall keys create --kind write`).
+    Events are sent with a write key (`footfall keys create --kind write`). The
+    store side runs in a child process, so collecting and storing each get a core.
     """
     import uvicorn
 
-    from footfall.api.app import create_app
+    from footfall.api.app import create_front_app
     from footfall.api.local import publish, withdraw
-    from footfall.api.service import Service
+    from footfall.api.service import FrontService, new_admin_token
 
     path = obj.data_dir
     init_data_dir(path)
-    service = Service(path)
-    if not any(record.active and record.kind == "write" for record in service.keys.records()):
+    token = new_admin_token()
+    front = FrontService(path, admin_token=token)
+    try:
+        front.start()
+    except BaseException:
+        front.close()
+        raise
+    if not any(record.active and record.kind == "write" for record in front.keys.records()):
         errors.print("[yellow]no write key yet[/yellow]: create one with `footfall keys create --kind write --source web`")
 
     def shutdown() -> None:
         withdraw(path)
-        service.close()
+        front.close()
 
     try:
-        info = publish(path, f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}")
-        app = create_app(service.database, info.token, on_shutdown=shutdown, service=service)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        publish(path, f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}", token)
+        uvicorn.run(create_front_app(front, on_shutdown=shutdown), host=host, port=port, log_level=log_level, access_log=False)
     finally:
         shutdown()
+
+
+@cli.command(hidden=True)
+@click.option("--socket", "socket_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--parent", type=int, help="Exit when this process does.")
+@click.pass_obj
+def worker(obj: Context, socket_path: Path, parent: int | None) -> None:
+    """The store side of `footfall serve`, which starts it: the intake worker,
+    reads and admin, over a Unix socket."""
+    import os
+
+    import uvicorn
+
+    from footfall.api.app import create_app
+    from footfall.api.service import TOKEN_ENV, StoreService, exit_with_parent
+
+    if parent is not None:
+        exit_with_parent(parent)
+    token = os.environ.get(TOKEN_ENV)
+    if not token:
+        raise FootfallError(f"`footfall worker` is started by `footfall serve` (it needs {TOKEN_ENV})")
+    service = StoreService(obj.data_dir)
+    try:
+        app = create_app(service.database, token, on_shutdown=service.close, service=service)
+        uvicorn.run(app, uds=str(socket_path), log_level="warning", access_log=False)
+    finally:
+        service.close()
 
 
 # -- keys, tracking plans, dead letters -------------------------------------------------

@@ -37,7 +37,7 @@ from footfall.errors import FootfallError
 from footfall.store.database import Database
 
 if TYPE_CHECKING:
-    from footfall.api.service import Service
+    from footfall.api.service import FrontService, StoreService
 
 log = logging.getLogger("footfall.api")
 
@@ -57,21 +57,15 @@ def create_app(
     database: Database,
     admin_token: str,
     on_shutdown: Callable[[], None] | None = None,
-    service: Service | None = None,
+    service: StoreService | None = None,
 ) -> Starlette:
     """An app over one open database. ``admin_token`` guards reads for the local CLI.
 
-    With a ``service`` (what ``footfall serve`` runs), the collector, metrics
-    and dead-letter routes are served too. ``on_shutdown`` runs during a
-    graceful stop (uvicorn re-raises SIGTERM after its shutdown, so code after
+    With a ``service``, its metrics and dead-letter routes are served too, and
+    the collector if it has one. ``on_shutdown`` runs during a graceful stop
+    (uvicorn re-raises SIGTERM after its shutdown, so code after
     ``uvicorn.run`` may never run).
     """
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        if on_shutdown is not None:
-            on_shutdown()
 
     def authorised(request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -122,8 +116,67 @@ def create_app(
         Route("/v1/sql", sql, methods=["POST"]),
     ]
     if service is not None:
-        routes += service.collector.routes()
+        if service.collector is not None:
+            routes += service.collector.routes()
         routes += _service_routes(service, authorised, unauthorised)
+    return _application(routes, on_shutdown)
+
+
+def create_front_app(front: FrontService, on_shutdown: Callable[[], None] | None = None) -> Starlette:
+    """The app of ``footfall serve``: the collector here, reads and admin passed
+    to the store process (which checks the keys), metrics from both."""
+    from footfall.api.service import unix_request
+
+    registry = CollectorRegistry(auto_describe=False)
+    for collector in front.metrics():
+        registry.register(collector)
+
+    async def store(method: str, target: str, request: Request | None = None) -> Response:
+        headers = {}
+        body = None
+        if request is not None:
+            headers = {name: request.headers[name] for name in ("authorization", "content-type", "accept") if name in request.headers}
+            body = await request.body()
+        try:
+            status, content_type, answer = await run_in_threadpool(
+                unix_request, front.socket_path, method, target, body=body, headers=headers
+            )
+        except OSError as exc:
+            return error_response(
+                503, {"code": "store_unavailable", "message": f"the store process is not answering ({exc}); events are still collected"}
+            )
+        return Response(answer, status, media_type=content_type)
+
+    async def passed_on(request: Request) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return await store(request.method, target, request)
+
+    async def health(request: Request) -> Response:
+        answer = await store("GET", "/health")
+        body = msgspec.json.decode(answer.body) if answer.status_code == 200 else {"status": "degraded", "store": "unavailable"}
+        return json_response({**body, "collector": "ok", "store_restarts": front.store.restarts})
+
+    async def metrics(request: Request) -> Response:
+        answer = await store("GET", "/metrics")
+        worker = bytes(answer.body) if answer.status_code == 200 else b""
+        return Response(generate_latest(registry) + worker, media_type=CONTENT_TYPE_LATEST)
+
+    routes = [
+        *front.collector.routes(),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/sql", passed_on, methods=["POST"]),
+        Route("/v1/admin/{rest:path}", passed_on, methods=["GET", "POST"]),
+    ]
+    return _application(routes, on_shutdown)
+
+
+def _application(routes: list[Route], on_shutdown: Callable[[], None] | None) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if on_shutdown is not None:
+            on_shutdown()
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -156,14 +209,13 @@ def create_app(
 
 
 def _service_routes(
-    service: Service, authorised: Callable[[Request], bool], unauthorised: Callable[[], Response]
+    service: StoreService, authorised: Callable[[Request], bool], unauthorised: Callable[[], Response]
 ) -> list[Route]:
     from footfall.intake import dead_letters
 
     registry = CollectorRegistry(auto_describe=False)
-    from footfall.api.service import ServiceMetrics
-
-    registry.register(ServiceMetrics(service))
+    for collector in service.metrics():
+        registry.register(collector)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -41,9 +41,10 @@ class ServerInfo(NamedTuple):
     token: str
 
 
-def publish(data_dir: Path, url: str) -> ServerInfo:
-    """Write server.json for this process; returns the info including a fresh token."""
-    info = ServerInfo(os.getpid(), url, secrets.token_urlsafe(32))
+def publish(data_dir: Path, url: str, token: str | None = None) -> ServerInfo:
+    """Write server.json for this process; returns the info including the token
+    (a fresh one unless given)."""
+    info = ServerInfo(os.getpid(), url, token or secrets.token_urlsafe(32))
     path = data_dir / SERVER_FILE
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:

@@ -29,6 +29,7 @@ import os
 import re
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ __all__ = [
     "IntakeError",
     "IntakeLocked",
     "IntakeLog",
+    "IntakeReader",
     "LogStats",
     "Record",
 ]
@@ -54,6 +56,7 @@ _MAX_PAYLOAD = 2**32 - 1
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
 _CHECKPOINT_FILE = "checkpoint"
 _LOCK_FILE = "LOCK"
+_READER_LOCK_FILE = "READER"
 
 
 class IntakeError(FootfallError):
@@ -140,6 +143,63 @@ def _read_record(
     return HEADER_BYTES + length, payload
 
 
+def _load_checkpoint(directory: Path) -> int | None:
+    path = directory / _CHECKPOINT_FILE
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise IntakeCorruptError(
+            f"checkpoint file {path} holds {text[:40]!r}, not a position; "
+            "restore it or delete it to replay the whole log"
+        ) from None
+
+
+def _write_checkpoint(directory: Path, position: int, fsync: bool) -> None:
+    path = directory / _CHECKPOINT_FILE
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, f"{position}\n".encode("ascii"))
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    if fsync:
+        _fsync_directory(directory)
+
+
+def _list_segments(directory: Path) -> list[int]:
+    firsts = []
+    for entry in os.listdir(directory):
+        match = _SEGMENT_NAME.match(entry)
+        if match:
+            firsts.append(int(match.group(1)))
+    return sorted(firsts)
+
+
+def _lock(path: Path, what: str) -> int:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise IntakeError(
+            f"cannot open intake log directory {path.parent}: {exc.strerror}; check that it exists and is writable"
+        ) from exc
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock_fd)
+        raise IntakeLocked(
+            f"intake log {path.parent} already has {what} in another process or object; close that one first"
+        ) from None
+    return lock_fd
+
+
 class IntakeLog:
     """An append-only, crash-safe log of opaque payloads in one directory.
 
@@ -148,7 +208,12 @@ class IntakeLog:
     """
 
     def __init__(
-        self, directory: Path, *, segment_bytes: int = 64 * 1024 * 1024, fsync: bool = True
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = 64 * 1024 * 1024,
+        fsync: bool = True,
+        external_consumer: bool = False,
     ) -> None:
         if segment_bytes <= HEADER_BYTES:
             raise IntakeError(
@@ -158,6 +223,8 @@ class IntakeLog:
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
         self.fsync = fsync
+        # An IntakeReader in another process consumes, checkpoints and truncates.
+        self.external_consumer = external_consumer
         self._cond = threading.Condition(threading.Lock())
         self._checkpoint_lock = threading.Lock()
         # Guarded by _cond:
@@ -211,26 +278,10 @@ class IntakeLog:
         return lock_fd
 
     def _load_checkpoint(self) -> int | None:
-        path = self.directory / _CHECKPOINT_FILE
-        try:
-            text = path.read_text(encoding="ascii")
-        except FileNotFoundError:
-            return None
-        try:
-            return int(text.strip())
-        except ValueError:
-            raise IntakeCorruptError(
-                f"checkpoint file {path} holds {text[:40]!r}, not a position; "
-                "restore it or delete it to replay the whole log"
-            ) from None
+        return _load_checkpoint(self.directory)
 
     def _list_segments(self) -> list[int]:
-        firsts = []
-        for entry in os.listdir(self.directory):
-            match = _SEGMENT_NAME.match(entry)
-            if match:
-                firsts.append(int(match.group(1)))
-        return sorted(firsts)
+        return _list_segments(self.directory)
 
     def _segment_path(self, first_position: int) -> Path:
         return self.directory / _segment_name(first_position)
@@ -449,7 +500,13 @@ class IntakeLog:
 
     @property
     def checkpointed(self) -> int | None:
-        """The last position the consumer has durably finished with; survives reopen."""
+        """The last position the consumer has durably finished with; survives reopen.
+
+        With a consumer in another process (``external_consumer``), read from
+        its checkpoint file.
+        """
+        if self.external_consumer:
+            self._checkpointed = _load_checkpoint(self.directory)
         return self._checkpointed
 
     def checkpoint(self, position: int) -> None:
@@ -469,18 +526,7 @@ class IntakeLog:
                 raise IntakeError(f"checkpoint cannot move backwards from {current} to {position}")
             if position == current:
                 return
-            path = self.directory / _CHECKPOINT_FILE
-            temporary = path.with_suffix(".tmp")
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.write(fd, f"{position}\n".encode("ascii"))
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temporary, path)
-            if self.fsync:
-                _fsync_directory(self.directory)
+            _write_checkpoint(self.directory, position, self.fsync)
             self._checkpointed = position
 
     def truncate(self) -> int:
@@ -519,7 +565,7 @@ class IntakeLog:
         for first in segments:
             with contextlib.suppress(FileNotFoundError):
                 size += self._segment_path(first).stat().st_size
-        checkpointed = self._checkpointed
+        checkpointed = self.checkpointed
         return LogStats(
             segments=len(segments),
             bytes=size,
@@ -549,6 +595,129 @@ class IntakeLog:
         os.close(self._lock_fd)
 
     def __enter__(self) -> IntakeLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class IntakeReader:
+    """The consumer's side of a log that another process appends to.
+
+    Reads what the appender has written, in order; checkpoints; deletes
+    segments wholly behind the checkpoint. A record that does not read back
+    whole at the end of the last segment is one still being written: reading
+    stops there and picks it up later. (It may be read before its fsync; if
+    the machine then lost it, its sender never had a 200 and retries, and the
+    retry is deduplicated.) One reader per directory (``READER`` lock).
+    """
+
+    def __init__(self, directory: Path, *, fsync: bool = True, poll_interval: float = 0.01) -> None:
+        self.directory = Path(directory)
+        self.fsync = fsync
+        self.poll_interval = poll_interval
+        self._lock_fd = _lock(self.directory / _READER_LOCK_FILE, "a reader")
+        self._checkpointed = _load_checkpoint(self.directory)
+        self._closed = threading.Event()
+        # Where the last read stopped: (next position, segment, offset).
+        self._hint: tuple[int, int, int] | None = None
+
+    @property
+    def checkpointed(self) -> int | None:
+        return self._checkpointed
+
+    def read(self, after: int | None = None, limit: int | None = None) -> Iterator[Record]:
+        segments = _list_segments(self.directory)
+        if not segments:
+            return iter(())
+        start = segments[0] if after is None else after + 1
+        if start < segments[0]:
+            raise IntakeError(
+                f"records {start}..{segments[0] - 1} of intake log {self.directory} were deleted "
+                f"(oldest kept is {segments[0]}); read from after={segments[0] - 1} or later"
+            )
+        return self._iterate(segments, start, limit)
+
+    def _iterate(self, segments: list[int], start: int, limit: int | None) -> Iterator[Record]:
+        index = max(i for i, first in enumerate(segments) if first <= start)
+        position, offset = segments[index], 0
+        if self._hint is not None and self._hint[0] == start and self._hint[1] == segments[index]:
+            position, offset = start, self._hint[2]
+        produced = 0
+        while index < len(segments) and (limit is None or produced < limit):
+            first = segments[index]
+            last_segment = index + 1 == len(segments)
+            try:
+                file = open(self.directory / _segment_name(first), "rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                return
+            with file:
+                file.seek(offset)
+                while limit is None or produced < limit:
+                    if not last_segment and position >= segments[index + 1]:
+                        break
+                    found = _read_record(file, position, with_payload=position >= start)
+                    if found is None:
+                        if last_segment:
+                            return  # not written yet (or being written)
+                        raise IntakeCorruptError(
+                            f"record {position} in segment {_segment_name(first)} of intake log "
+                            f"{self.directory} is damaged although a later segment exists"
+                        )
+                    size, payload = found
+                    offset += size
+                    position += 1
+                    self._hint = (position, first, offset)
+                    if position - 1 >= start:
+                        produced += 1
+                        yield Record(position - 1, payload)
+            index += 1
+            offset = 0
+            if index < len(segments):
+                position = segments[index]
+
+    def wait_for(self, after: int, timeout: float) -> bool:
+        """Poll until a record beyond ``after`` can be read; False on timeout or close."""
+        deadline = time.monotonic() + timeout
+        while not self._closed.is_set():
+            if next(iter(self.read(after, limit=1)), None) is not None:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._closed.wait(min(self.poll_interval, remaining))
+        return False
+
+    def checkpoint(self, position: int) -> None:
+        if position < 1:
+            raise IntakeError(f"checkpoint position must be >= 1, got {position}")
+        if self._checkpointed is not None and position < self._checkpointed:
+            raise IntakeError(f"checkpoint cannot move backwards from {self._checkpointed} to {position}")
+        if position == self._checkpointed:
+            return
+        _write_checkpoint(self.directory, position, self.fsync)
+        self._checkpointed = position
+
+    def truncate(self) -> int:
+        """Delete segments wholly behind the checkpoint; never the last one."""
+        checkpointed = self._checkpointed
+        if checkpointed is None:
+            return 0
+        segments = _list_segments(self.directory)
+        doomed = [first for first, following in itertools.pairwise(segments) if following - 1 <= checkpointed]
+        for first in doomed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.directory / _segment_name(first))
+        if doomed and self.fsync:
+            _fsync_directory(self.directory)
+        return len(doomed)
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            os.close(self._lock_fd)
+
+    def __enter__(self) -> IntakeReader:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

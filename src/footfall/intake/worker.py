@@ -29,7 +29,7 @@ from footfall.errors import ConsentDenied, MessageError
 from footfall.events.parse import decode_message, event_payload, to_event
 from footfall.events.record import Event
 from footfall.intake.admission import IntakeBatch, decode_record
-from footfall.intake.log import IntakeLog, Record
+from footfall.intake.log import IntakeLog, IntakeReader, Record
 from footfall.intake.plans import PlanBook
 from footfall.pipeline import Pipeline
 from footfall.store.database import Database, DeadLetter
@@ -163,7 +163,7 @@ class IntakeWorker:
 
     def __init__(
         self,
-        intake: IntakeLog,
+        intake: IntakeLog | IntakeReader,
         database: Database,
         plans: PlanBook,
         *,
