@@ -680,7 +680,10 @@ class IntakeReader:
         """Poll until a record beyond ``after`` can be read; False on timeout or close."""
         deadline = time.monotonic() + timeout
         while not self._closed.is_set():
-            if next(iter(self.read(after, limit=1)), None) is not None:
+            hint = self._hint  # peeking must not move the next read's starting point
+            found = next(iter(self.read(after, limit=1)), None)
+            self._hint = hint
+            if found is not None:
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
