@@ -38,7 +38,7 @@ def main() -> None:
         )
         seconds = time.perf_counter() - started
     print(f"batches sent          {report.batches:,} of {args.batch_size} events ({report.events:,} events)")
-    print(f"server kills          {report.kills} (SIGKILL, then restart)")
+    print(f"server kills          {report.kills} of {args.kills} asked (SIGKILL while clients send, then restart)")
     print(f"attempts              {report.attempts:,} ({report.failed_attempts:,} without a 200, retried)")
     print(f"acknowledged batches  {report.acknowledged:,}")
     print(f"stored events         {report.stored_events:,} ({report.distinct_stored:,} distinct)")

@@ -23,7 +23,7 @@ from .live import LiveServer
 class CrashReport:
     batches: int
     events: int
-    kills: int
+    kills: int  # done while clients were sending
     attempts: int = 0
     acknowledged: int = 0  # batches answered 200 (each batch is retried until it is)
     failed_attempts: int = 0  # attempts with no 200 (connection refused, reset, timeout, 503)
@@ -51,13 +51,15 @@ def _batches(count: int, size: int, seed: int) -> list[tuple[list[str], bytes]]:
 
 
 def run_crash_test(
-    data_dir: Path, *, batches: int, batch_size: int, kills: int, senders: int = 4, seed: int = 1
+    data_dir: Path, *, batches: int, batch_size: int, kills: int, senders: int = 4, seed: int = 1,
+    pace: float = 0.02,
 ) -> CrashReport:
+    """``pace`` is each sender's pause between batches, so sending outlasts the kills."""
     server = LiveServer(data_dir)
     server.make_keys()
     server.start()
     work = _batches(batches, batch_size, seed)
-    report = CrashReport(batches, batches * batch_size, kills)
+    report = CrashReport(batches, batches * batch_size, kills=0)
     auth = "Basic " + b64encode(f"{server.write_key}:".encode()).decode()
     queue = list(range(len(work)))
     lock = threading.Lock()
@@ -80,6 +82,7 @@ def run_crash_test(
                         if response.status == 200:
                             with lock:
                                 report.acknowledged += 1
+                            time.sleep(pace)
                             break
                 except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                     pass
@@ -93,10 +96,11 @@ def run_crash_test(
     rng = random.Random(seed)
     try:
         for _ in range(kills):
-            time.sleep(rng.uniform(0.2, 1.0))
+            time.sleep(rng.uniform(0.05, 0.6))
             if not any(thread.is_alive() for thread in threads):
                 break
             server.kill()
+            report.kills += 1
             time.sleep(rng.uniform(0.0, 0.3))
             server.start()
         for thread in threads:

@@ -10,6 +10,7 @@ import pytest
 from footfall.cli import main
 from footfall.pipeline import Pipeline
 from footfall.store.database import Database
+from footfall.store.schema import SCHEMA_VERSION
 
 from .timeline import track
 
@@ -59,7 +60,7 @@ def test_data_dir_from_the_environment(capsys: pytest.CaptureFixture[str], store
 def test_info_summarises(capsys: pytest.CaptureFixture[str], store: Path) -> None:
     status, out, _ = run(capsys, "--data-dir", str(store), "info")
     assert status == 0
-    assert "schema        version 1" in out
+    assert f"schema        version {SCHEMA_VERSION}" in out
     assert "events" in out
     assert "3" in out
 

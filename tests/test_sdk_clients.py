@@ -14,7 +14,7 @@ import itertools
 import json
 import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -83,14 +83,12 @@ class Sender:
     variant: Variant
     client: Any
     errors: list[tuple[Exception, list[dict[str, Any]]]] = field(default_factory=list)
-    requests: list[SentRequest] = field(default_factory=list)
-    sent: list[dict[str, Any]] = field(default_factory=list)  # the messages, as the SDK built them
+    requests: list[SentRequest] = field(default_factory=list)  # every request the SDK made, as sent
 
     def call(self, method: str, **kwargs: Any) -> dict[str, Any]:
         """Call an SDK method; the message it built (with its messageId)."""
         queued, message = getattr(self.client, method)(**kwargs)
         assert queued, f"{self.variant.sdk} did not queue {method}"
-        self.sent.append(message)
         return dict(message)
 
     def deliver(self) -> None:
@@ -103,8 +101,11 @@ class Sender:
         self.server.wait_until_stored()
 
 
+Connect = Callable[..., Sender]  # (variant, write_key=None) -> a Sender
+
+
 @pytest.fixture
-def connect(server: LiveServer) -> Iterator[Any]:
+def connect(server: LiveServer) -> Iterator[Connect]:
     senders: list[Sender] = []
     hooks: list[tuple[requests.Session, Any]] = []
 
@@ -203,7 +204,7 @@ def stored_time(text: str) -> datetime:
 
 
 @by_variant
-def test_journey_is_stored_once_under_the_sdk_message_ids(variant: Variant, server: LiveServer, connect: Any) -> None:
+def test_journey_is_stored_once_under_the_sdk_message_ids(variant: Variant, server: LiveServer, connect: Connect) -> None:
     sender = connect(variant)
     who = ids_for(variant, "journey")
     clock = Clock()
@@ -313,22 +314,15 @@ def test_journey_is_stored_once_under_the_sdk_message_ids(variant: Variant, serv
 
 # -- traits --------------------------------------------------------------------------
 
-RUDDERSTACK_TRAITS_IN_CONTEXT = pytest.mark.xfail(
-    strict=True,
-    reason="rudder-sdk-python sends identify traits as context.traits (none at the top level); "
-    "the collector reads only the top-level traits, so they are dropped",
-)
-
-
 @pytest.mark.parametrize(
     "variant",
     [
         Variant("segment", gzip=True, sync_mode=False),
-        pytest.param(Variant("rudderstack", gzip=True, sync_mode=False), marks=RUDDERSTACK_TRAITS_IN_CONTEXT),
+        Variant("rudderstack", gzip=True, sync_mode=False),  # sends identify traits as context.traits
     ],
     ids=["segment", "rudderstack"],
 )
-def test_identify_traits_reach_the_event_and_the_person(variant: Variant, server: LiveServer, connect: Any) -> None:
+def test_identify_traits_reach_the_event_and_the_person(variant: Variant, server: LiveServer, connect: Connect) -> None:
     sender = connect(variant)
     who = ids_for(variant, "traits")
     clock = Clock()
@@ -362,7 +356,7 @@ def test_identify_traits_reach_the_event_and_the_person(variant: Variant, server
 
 
 @by_variant
-def test_retried_messages_store_nothing_new(variant: Variant, server: LiveServer, connect: Any) -> None:
+def test_retried_messages_store_nothing_new(variant: Variant, server: LiveServer, connect: Connect) -> None:
     sender = connect(variant)
     who = ids_for(variant, "retry")
     clock = Clock()
@@ -410,15 +404,9 @@ def test_retried_messages_store_nothing_new(variant: Variant, server: LiveServer
     assert letters == 0
 
 
-RUDDERSTACK_READS_TOP_LEVEL_CODE = pytest.mark.xfail(
-    strict=True,
-    reason="rudder-sdk-python reads an error answer's top-level 'code' and 'message'; the collector "
-    "answers {'error': {'code', 'message'}}, so the SDK fails with KeyError('code') and retries a final 4xx",
-)
-
-
-@pytest.mark.parametrize("sdk", ["segment", pytest.param("rudderstack", marks=RUDDERSTACK_READS_TOP_LEVEL_CODE)])
-def test_a_wrong_write_key_is_reported_to_the_sdk(sdk: str, server: LiveServer, connect: Any) -> None:
+# Both SDKs read the error's top-level "code" and "message"; a 4xx they can read is final.
+@pytest.mark.parametrize("sdk", ["segment", "rudderstack"])
+def test_a_wrong_write_key_is_reported_to_the_sdk(sdk: str, server: LiveServer, connect: Connect) -> None:
     sender = connect(Variant(sdk, gzip=True, sync_mode=False), write_key="not-a-key")
     stranger = f"stranger-{uuid.uuid4().hex[:8]}"
     sender.call("track", anonymous_id=stranger, event="Sneaked In")

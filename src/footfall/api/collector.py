@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from footfall.api.responses import error_response, json_response
+from footfall.api.responses import json_response
 from footfall.errors import MessageError
 from footfall.events.messages import MESSAGE_TYPES
 from footfall.intake.admission import (
@@ -61,7 +61,9 @@ class CollectorStats:
 
 
 def _problem(status: int, code: str, message: str, **extra: Any) -> Response:
-    return error_response(status, {"code": code, "message": message, **extra})
+    # ``code`` and ``message`` also at the top level: Segment's and
+    # RudderStack's SDKs read them there (and retry a 4xx they cannot read).
+    return json_response({"error": {"code": code, "message": message, **extra}, "code": code, "message": message}, status)
 
 
 class Collector:

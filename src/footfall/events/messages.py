@@ -70,6 +70,7 @@ class Context(msgspec.Struct, rename="camel"):
     location: Location | None = None
     # {"tracking": false} means the person declined tracking: the message is not stored.
     consent: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None  # the user's traits; identify traits for some SDKs
 
 
 class _Message(msgspec.Struct, rename="camel", kw_only=True, tag_field="type"):

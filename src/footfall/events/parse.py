@@ -59,7 +59,15 @@ def _decoder(target: Any) -> msgspec.json.Decoder[Any]:
     return _decoders[target]
 
 
-def describe_decode_error(error: msgspec.ValidationError | msgspec.DecodeError) -> MessageError:
+DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+
+def describe_decode_error(error: Exception) -> MessageError:
+    """A ``MessageError`` naming the field for anything decoding raised (``DECODE_ERRORS``)."""
+    if isinstance(error, UnicodeDecodeError):
+        return MessageError("$", "a string is not valid UTF-8; send JSON in UTF-8")
+    if isinstance(error, RecursionError):
+        return MessageError("$", "nested too deeply to decode; flatten the properties")
     text = str(error)
     if isinstance(error, msgspec.ValidationError):
         match = _ERROR_AT.match(text)
@@ -125,10 +133,47 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+# Page coordinates and viewport sizes beyond this are not screens but garbage.
+_MAX_COORDINATE = 1e9
+
+
 def _number_or_none(value: Any) -> float | None:
+    """A finite coordinate-sized number, or None.
+
+    >>> _number_or_none(12), _number_or_none(True), _number_or_none(float("nan")), _number_or_none(10**400)
+    (12.0, None, None, None)
+    """
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    if isinstance(value, int) and abs(value) > _MAX_COORDINATE:
+        return None
+    number = float(value)
+    return number if abs(number) <= _MAX_COORDINATE else None  # also drops nan and inf
+
+
+def _pixels(value: float | None) -> int | None:
+    """A viewport size that fits its 32-bit column, or None."""
+    return int(value) if value is not None and 0 <= value < 2**31 else None
+
+
+def _url_parts(url: str | None) -> tuple[str | None, dict[str, list[str]]]:
+    """The path and, when the URL carries UTM tags, its query; (None, {}) for a URL that does not parse."""
+    if not url:
+        return None, {}
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None, {}
+    return parts.path or "/", parse_qs(parts.query) if "utm_" in parts.query else {}
+
+
+# Event times outside these years are clock or encoding errors, not history.
+EARLIEST_YEAR, LATEST_YEAR = 1970, 2200
+
+
+def _check_time(value: datetime | None, field: str) -> None:
+    if value is not None and not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise MessageError(field, f"year {value.year} is out of range ({EARLIEST_YEAR}-{LATEST_YEAR})")
 
 
 def event_payload(message: Message) -> tuple[str, dict[str, Any]]:
@@ -143,7 +188,9 @@ def event_payload(message: Message) -> tuple[str, dict[str, Any]]:
             properties.setdefault("category", message.category)
         return TYPE_EVENT_NAMES[type_name(message)], properties
     if isinstance(message, Identify):
-        return "identify", message.traits or {}
+        # Some SDKs (RudderStack's) send identify traits in context.traits.
+        context_traits = message.context.traits if message.context is not None else None
+        return "identify", {**(context_traits or {}), **(message.traits or {})}
     if isinstance(message, Group):
         group_id = _as_id(message.group_id, "$.groupId")
         return "group", {"group_id": group_id, "traits": message.traits or {}}
@@ -195,6 +242,10 @@ def check_message(message: Message) -> tuple[str | None, str | None]:
         _as_id(message.previous_id, "$.previousId")
     if message.message_id is not None:
         _as_id(message.message_id, "$.messageId")
+    _check_time(message.timestamp, "$.timestamp")
+    _check_time(message.original_timestamp, "$.originalTimestamp")
+    _check_time(message.sent_at, "$.sentAt")
+    _check_time(message.received_at, "$.receivedAt")
     return anonymous_id, user_id
 
 
@@ -218,13 +269,17 @@ def to_event(
         original_timestamp=as_utc(message.original_timestamp),
         sent_at=as_utc(message.sent_at or batch_sent_at),
     )
+    if not EARLIEST_YEAR <= timestamp.year <= LATEST_YEAR:
+        raise MessageError(
+            "$.sentAt", f"with the message's times, clock-skew correction puts the event at {timestamp.isoformat()};"
+            " check the device clock fields (timestamp, originalTimestamp, sentAt)",
+        )
 
     context = message.context
     page = context.page if context and context.page else None
     url = (page.url if page else None) or _str_or_none(properties.get("url"))
-    path = (page.path if page else None) or _str_or_none(properties.get("path"))
-    if url and not path:
-        path = urlsplit(url).path or "/"
+    url_path, query = _url_parts(url)
+    path = (page.path if page else None) or _str_or_none(properties.get("path")) or url_path
     referrer = (page.referrer if page else None) or _str_or_none(properties.get("referrer"))
     title = (page.title if page else None) or _str_or_none(properties.get("title"))
 
@@ -239,7 +294,6 @@ def to_event(
     )
 
     campaign = context.campaign if context and context.campaign else None
-    query = parse_qs(urlsplit(url).query) if url and "utm_" in url else {}
     library = context.library if context and context.library else None
 
     viewport_width = _number_or_none(properties.get("viewport_width"))
@@ -271,8 +325,8 @@ def to_event(
         utm_campaign=(campaign.name if campaign else None) or query.get("utm_campaign", [None])[0],
         x=_number_or_none(properties.get("x")),
         y=_number_or_none(properties.get("y")),
-        viewport_width=int(viewport_width) if viewport_width is not None else None,
-        viewport_height=int(viewport_height) if viewport_height is not None else None,
+        viewport_width=_pixels(viewport_width),
+        viewport_height=_pixels(viewport_height),
     )
 
 
@@ -302,7 +356,7 @@ def decode_message(
             data = msgspec.json.encode(raw)
             _check_size(data, max_bytes)
             message = msgspec.convert(raw, target)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except DECODE_ERRORS as exc:
         error = describe_decode_error(exc)
         if message_type is not None and error.field == "$.type":
             raise MessageError("$.type", f"this endpoint takes {message_type!r} messages") from None
@@ -366,7 +420,7 @@ def parse_batch(
     """Parse a ``/v1/batch`` body. The envelope must be valid; messages fail one by one."""
     try:
         envelope = _decoder(Batch).decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except DECODE_ERRORS as exc:
         raise describe_decode_error(exc) from None
     now = as_utc(received_at) or datetime.now(UTC)
     batch_sent_at = as_utc(envelope.sent_at)

@@ -17,7 +17,13 @@ import msgspec
 
 from footfall.errors import ConsentDenied, MessageError
 from footfall.events.messages import Batch, Message
-from footfall.events.parse import as_utc, check_message, decode_message, describe_decode_error
+from footfall.events.parse import (
+    DECODE_ERRORS,
+    as_utc,
+    check_message,
+    decode_message,
+    describe_decode_error,
+)
 
 
 class Rejection(msgspec.Struct, array_like=True, frozen=True):
@@ -86,7 +92,7 @@ def admit_batch(body: bytes, max_message_bytes: int) -> Admission:
     messages become rejections and the rest are accepted."""
     try:
         envelope = _batch_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except DECODE_ERRORS as exc:
         raise describe_decode_error(exc) from None
     accepted: list[bytes] = []
     rejected: list[Rejection] = []
@@ -117,7 +123,7 @@ def _write_key_of(body: bytes) -> str | None:
     """Best effort: the ``writeKey`` of a message that failed its checks."""
     try:
         return msgspec.json.decode(body, type=_KeyOnly).write_key
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except DECODE_ERRORS:
         return None
 
 

@@ -26,7 +26,7 @@ import msgspec
 import pyarrow as pa
 
 from footfall.errors import ConsentDenied, MessageError
-from footfall.events.parse import decode_message, event_payload, to_event
+from footfall.events.parse import DECODE_ERRORS, decode_message, event_payload, to_event
 from footfall.events.record import Event
 from footfall.intake.admission import IntakeBatch, decode_record
 from footfall.intake.log import IntakeLog, IntakeReader, Record
@@ -104,6 +104,12 @@ def unpack(
         except MessageError as exc:  # passed the door, failed normalisation
             letters.append(_letter(batch, index, exc.field, exc.problem, data))
             continue
+        except Exception as exc:
+            # A message must never stall the log behind it: whatever it trips
+            # over is its own problem, kept with it for a fix and a replay.
+            log.warning("intake worker: message %d of a %s batch failed normalisation", index, batch.source, exc_info=True)
+            letters.append(_letter(batch, index, "$", f"could not be normalised ({type(exc).__name__}: {exc})", data))
+            continue
         if event.ip is None:
             event.ip = batch.client_ip
         if batch.drop_ip:
@@ -123,7 +129,7 @@ def _self_contained(batch: IntakeBatch, payload: bytes) -> str:
     text = payload.decode("utf-8", "replace")
     try:
         message = msgspec.json.decode(payload)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return text
     if not isinstance(message, dict):
         return text
