@@ -89,9 +89,15 @@ def remote_arrow(server: ServerInfo, sql: str, timeout: float = 60.0) -> pa.Tabl
         },
         method="POST",
     )
+    return pa.ipc.open_stream(_send(server, request, timeout)).read_all()
+
+
+def _send(server: ServerInfo, request: urllib.request.Request, timeout: float) -> bytes:
+    """The answer's body; the server's error message as a StoreError."""
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return pa.ipc.open_stream(response.read()).read_all()
+            body: bytes = response.read()
+            return body
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read())["error"]["message"]
@@ -170,17 +176,7 @@ def _call(server: ServerInfo, path: str, body: object | None = None, timeout: fl
         headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"},
         method="GET" if body is None else "POST",
     )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {exc.code}"
-        raise StoreError(message) from None
-    except (urllib.error.URLError, TimeoutError) as exc:
-        raise StoreError(f"the running server at {server.url} did not answer ({exc})") from None
+    return json.loads(_send(server, request, timeout))
 
 
 class DeadLetterDesk:

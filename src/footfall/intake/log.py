@@ -182,7 +182,8 @@ def _list_segments(directory: Path) -> list[int]:
     return sorted(firsts)
 
 
-def _lock(path: Path, what: str) -> int:
+def _lock(path: Path, taken: str) -> int:
+    """An exclusive flock on ``path``; the kernel drops it when the process dies."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -195,7 +196,7 @@ def _lock(path: Path, what: str) -> int:
     except BlockingIOError:
         os.close(lock_fd)
         raise IntakeLocked(
-            f"intake log {path.parent} already has {what} in another process or object; close that one first"
+            f"intake log {path.parent} {taken} in another process or object; close that one first"
         ) from None
     return lock_fd
 
@@ -256,25 +257,10 @@ class IntakeLog:
     # -- opening and recovery -------------------------------------------------
 
     def _open_directory(self) -> int:
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            lock_fd = os.open(self.directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise IntakeError(
-                f"cannot open intake log directory {self.directory}: {exc.strerror}; "
-                "check that it exists and is writable"
-            ) from exc
+        lock_fd = _lock(self.directory / _LOCK_FILE, "is already open")
         if not os.access(self.directory, os.W_OK):
             os.close(lock_fd)
             raise IntakeError(f"intake log directory {self.directory} is not writable")
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock_fd)
-            raise IntakeLocked(
-                f"intake log {self.directory} is already open in another process or object; "
-                "close that one first"
-            ) from None
         return lock_fd
 
     def _load_checkpoint(self) -> int | None:
@@ -616,7 +602,7 @@ class IntakeReader:
         self.directory = Path(directory)
         self.fsync = fsync
         self.poll_interval = poll_interval
-        self._lock_fd = _lock(self.directory / _READER_LOCK_FILE, "a reader")
+        self._lock_fd = _lock(self.directory / _READER_LOCK_FILE, "already has a reader")
         self._checkpointed = _load_checkpoint(self.directory)
         self._closed = threading.Event()
         # Where the last read stopped: (next position, segment, offset).
