@@ -306,7 +306,7 @@ PLAN = {
 
 
 def test_block_mode_dead_letters_and_replay_after_fixing_the_plan(harness: Harness) -> None:
-    book = PlanBook(harness.data_dir)
+    book = harness.service.plans
     book.save(json.dumps(PLAN), "shop.json")
     harness.post("/v1/batch", {"batch": [
         track("purchase", properties={"revenue": 12.5}),
@@ -332,7 +332,7 @@ def test_block_mode_dead_letters_and_replay_after_fixing_the_plan(harness: Harne
 
 
 def test_warn_mode_accepts_and_flags(harness: Harness) -> None:
-    PlanBook(harness.data_dir).save(json.dumps({**PLAN, "mode": "warn", "unplanned_events": "warn"}), "shop.json")
+    harness.service.plans.save(json.dumps({**PLAN, "mode": "warn", "unplanned_events": "warn"}), "shop.json")
     harness.post("/v1/batch", {"batch": [track("purchase", properties={}), track("mystery")]})
     harness.drain()
     assert harness.rows("SELECT count(*) FROM events") == [(2,)]
@@ -343,7 +343,7 @@ def test_warn_mode_accepts_and_flags(harness: Harness) -> None:
 
 
 def test_plans_can_cover_some_sources_only(harness: Harness) -> None:
-    PlanBook(harness.data_dir).save(json.dumps({**PLAN, "sources": ["ios"]}), "shop.json")
+    harness.service.plans.save(json.dumps({**PLAN, "sources": ["ios"]}), "shop.json")
     harness.post("/v1/batch", {"batch": [track("purchase")]})  # source "web": not covered
     harness.drain()
     assert harness.rows("SELECT count(*) FROM events") == [(1,)]
@@ -403,3 +403,13 @@ def _metrics(harness: Harness) -> dict[str, float]:
         for line in text.splitlines()
         if line and not line.startswith("#")
     }
+
+
+def test_a_plan_written_by_another_process_is_picked_up(harness: Harness) -> None:
+    harness.service.plans.refresh_every = 0.0  # the server looks again at most this often (1 s by default)
+    assert harness.service.plans.plans() == []
+    PlanBook(harness.data_dir).save(json.dumps(PLAN), "shop.json")  # as `footfall plans set` does
+    assert [compiled.plan.name for compiled in harness.service.plans.plans()] == ["shop"]
+    (harness.data_dir / "plans" / "broken.json").write_text("{")
+    assert [compiled.plan.name for compiled in harness.service.plans.plans()] == ["shop"]
+    assert "not valid JSON" in (harness.service.plans.load_error or "")

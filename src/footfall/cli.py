@@ -498,7 +498,7 @@ def keys_list(obj: Context) -> None:
 @click.argument("key_id")
 @click.pass_obj
 def keys_revoke(obj: Context, key_id: str) -> None:
-    """Revoke a key by id; a running server refuses it at once."""
+    """Revoke a key by id; a running server refuses it within a second."""
     from footfall.keys import KeyStore
 
     KeyStore(obj.data_dir).revoke(key_id)

@@ -6,17 +6,19 @@ Keys live in ``keys.json`` in the data directory, readable only by its owner,
 as SHA-256 hashes: the key itself is shown once, when it is created. Keys are
 32 random bytes, so a plain hash is enough (nothing to brute-force) and lets a
 request be authenticated with one dictionary lookup. A running server re-reads
-the file when it changes, so ``footfall keys create`` and ``revoke`` take
-effect without a restart.
+the file within a second of a change, so ``footfall keys create`` and
+``revoke`` take effect without a restart.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import secrets
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -62,8 +64,12 @@ def hash_key(key: str) -> str:
 class KeyStore:
     """The keys of one data directory. Thread-safe; cheap to ask on every request."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, refresh_every: float = 1.0) -> None:
         self.path = Path(data_dir) / KEYS_FILE
+        # Another process (`footfall keys`) may change the file: look at it at
+        # most this often, not on every request.
+        self.refresh_every = refresh_every
+        self._checked_at = -math.inf
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._records: list[KeyRecord] = []
@@ -77,6 +83,10 @@ class KeyStore:
         return stat.st_mtime_ns, stat.st_size
 
     def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < self.refresh_every:
+            return
+        self._checked_at = now
         stamp = self._stat()
         if stamp == self._stamp and self._stamp is not None:
             return
@@ -154,3 +164,4 @@ class KeyStore:
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
         self._stamp = None  # re-read on next use
+        self._checked_at = -math.inf

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -36,7 +35,7 @@ from footfall.intake.admission import (
     admit_message,
     encode_record,
 )
-from footfall.intake.log import IntakeError, IntakeLog
+from footfall.intake.log import AsyncAppender, IntakeError, IntakeLog
 from footfall.keys import KeyRecord, KeyStore
 
 WRITE_KEY_HEADER = "x-footfall-write-key"
@@ -71,10 +70,15 @@ class Collector:
         self, intake: IntakeLog, keys: KeyStore, *, max_message_bytes: int, max_batch_bytes: int
     ) -> None:
         self.intake = intake
+        self.appender = AsyncAppender(intake)
         self.keys = keys
         self.max_message_bytes = max_message_bytes
         self.max_batch_bytes = max_batch_bytes
         self.stats = CollectorStats()
+
+    def close(self) -> None:
+        """Finish the appends in flight (before the log closes)."""
+        self.appender.close()
 
     def routes(self) -> list[Route]:
         routes = [Route("/v1/batch", self.batch, methods=["POST"])]
@@ -213,7 +217,7 @@ class Collector:
                 message_type=message_type,
             )
             try:
-                await run_in_threadpool(self.intake.append, encode_record(batch))
+                await self.appender.append(encode_record(batch))
             except IntakeError as exc:
                 # Not durable, so not acknowledged: the client keeps the batch and retries.
                 return _problem(503, "intake_unavailable", f"the batch was not stored ({exc}); retry later")

@@ -113,6 +113,11 @@ class Service(StoreService):
         assert self.collector is not None
         return [CollectorMetrics(self.collector, self.log), *super().metrics()]
 
+    def close(self) -> None:
+        if self.collector is not None:
+            self.collector.close()
+        super().close()
+
 
 class FrontService:
     """The collector of ``footfall serve``, with its store side in a child process."""
@@ -139,6 +144,7 @@ class FrontService:
 
     def close(self) -> None:
         try:
+            self.collector.close()
             self.store.stop()
         finally:
             self.log.close()
@@ -227,17 +233,19 @@ def exit_with_parent(parent: int) -> None:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        armed = libc.prctl(1, signal.SIGKILL) == 0  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass  # not Linux: the watcher below still ends us
+        armed = False  # not Linux: watch instead
+    if os.getppid() != parent:
+        os._exit(1)  # the parent died before the signal was armed
+    if armed:
+        return
 
     def watch() -> None:
         while os.getppid() == parent:
-            time.sleep(0.5)
+            time.sleep(1.0)
         os._exit(1)
 
-    if os.getppid() != parent:
-        os._exit(1)
     threading.Thread(target=watch, name="footfall-parent-watch", daemon=True).start()
 
 

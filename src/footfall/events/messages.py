@@ -1,5 +1,8 @@
 """The wire contract: Segment-spec messages as strict msgspec structs.
 
+Structs are not tracked by the garbage collector (``gc=False``): messages are
+trees, never cycles, and a worker decodes tens of thousands a second.
+
 Field names follow the Segment spec (camelCase on the wire). Unknown fields
 inside ``context`` are kept (SDKs add their own); unknown top-level fields are
 ignored, as Segment does, so newer SDKs keep working.
@@ -15,7 +18,7 @@ import msgspec
 Id = str | int  # Segment accepts numeric ids; they are stored as text.
 
 
-class PageContext(msgspec.Struct, rename="camel"):
+class PageContext(msgspec.Struct, rename="camel", gc=False):
     url: str | None = None
     path: str | None = None
     referrer: str | None = None
@@ -23,7 +26,7 @@ class PageContext(msgspec.Struct, rename="camel"):
     search: str | None = None
 
 
-class Campaign(msgspec.Struct, rename="camel"):
+class Campaign(msgspec.Struct, rename="camel", gc=False):
     name: str | None = None
     source: str | None = None
     medium: str | None = None
@@ -31,31 +34,31 @@ class Campaign(msgspec.Struct, rename="camel"):
     content: str | None = None
 
 
-class Screen(msgspec.Struct, rename="camel"):
+class Screen(msgspec.Struct, rename="camel", gc=False):
     width: int | None = None
     height: int | None = None
     density: float | None = None
 
 
-class Library(msgspec.Struct, rename="camel"):
+class Library(msgspec.Struct, rename="camel", gc=False):
     name: str | None = None
     version: str | None = None
 
 
-class NamedThing(msgspec.Struct, rename="camel"):
+class NamedThing(msgspec.Struct, rename="camel", gc=False):
     name: str | None = None
     version: str | None = None
     type: str | None = None
     model: str | None = None
 
 
-class Location(msgspec.Struct, rename="camel"):
+class Location(msgspec.Struct, rename="camel", gc=False):
     country: str | None = None
     city: str | None = None
     region: str | None = None
 
 
-class Context(msgspec.Struct, rename="camel"):
+class Context(msgspec.Struct, rename="camel", gc=False):
     page: PageContext | None = None
     user_agent: str | None = None
     ip: str | None = None
@@ -73,7 +76,7 @@ class Context(msgspec.Struct, rename="camel"):
     traits: dict[str, Any] | None = None  # the user's traits; identify traits for some SDKs
 
 
-class _Message(msgspec.Struct, rename="camel", kw_only=True, tag_field="type"):
+class _Message(msgspec.Struct, rename="camel", kw_only=True, tag_field="type", gc=False):
     message_id: str | None = None
     anonymous_id: Id | None = None
     user_id: Id | None = None
@@ -130,7 +133,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 }
 
 
-class Batch(msgspec.Struct, rename="camel"):
+class Batch(msgspec.Struct, rename="camel", gc=False):
     batch: list[msgspec.Raw]
     sent_at: datetime | None = None
     context: dict[str, Any] | None = None

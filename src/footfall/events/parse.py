@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -50,13 +51,32 @@ _CONTENT_NAMESPACE = uuid.UUID("6f0c1a52-5d0e-4d55-9a3a-7d35b0f1f6a1")
 _ERROR_AT = re.compile(r"^(?P<problem>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
 
-_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+# Built once: a decoder per endpoint type (None: any type, by its "type" field).
+_MESSAGE_DECODERS: dict[str | None, msgspec.json.Decoder[Any]] = {
+    None: msgspec.json.Decoder(Message),
+    **{name: msgspec.json.Decoder(struct) for name, struct in MESSAGE_TYPES.items()},
+}
+_BATCH_DECODER = msgspec.json.Decoder(Batch)
+_MESSAGES_DECODER = msgspec.json.Decoder(list[Message])
 
 
-def _decoder(target: Any) -> msgspec.json.Decoder[Any]:
-    if target not in _decoders:
-        _decoders[target] = msgspec.json.Decoder(target)
-    return _decoders[target]
+class _TypedBatch(msgspec.Struct):
+    batch: list[Message]
+
+
+_TYPED_BATCH_DECODER = msgspec.json.Decoder(_TypedBatch)
+
+
+def decode_all(messages: list[bytes] | bytes) -> list[Message] | None:
+    """Decode many messages in one pass: a list of message bodies, or a whole
+    ``/v1/batch`` body. None if any message fails; decode them one by one
+    (``decode_message``) to learn which and why. Sizes are not checked."""
+    try:
+        if isinstance(messages, bytes):
+            return _TYPED_BATCH_DECODER.decode(messages).batch
+        return _MESSAGES_DECODER.decode(b"[" + b",".join(messages) + b"]")
+    except DECODE_ERRORS:
+        return None
 
 
 DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError)
@@ -88,6 +108,8 @@ def describe_decode_error(error: Exception) -> MessageError:
 def _as_id(value: str | int | None, field: str) -> str | None:
     if value is None:
         return None
+    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and not value.isspace():
+        return value  # the common case, without copies
     text = str(value)
     if not text.strip():
         raise MessageError(field, "must not be empty")
@@ -143,7 +165,7 @@ def _number_or_none(value: Any) -> float | None:
     >>> _number_or_none(12), _number_or_none(True), _number_or_none(float("nan")), _number_or_none(10**400)
     (12.0, None, None, None)
     """
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return None
     if isinstance(value, int) and abs(value) > _MAX_COORDINATE:
         return None
@@ -156,16 +178,34 @@ def _pixels(value: float | None) -> int | None:
     return int(value) if value is not None and 0 <= value < 2**31 else None
 
 
-def _url_parts(url: str | None) -> tuple[str | None, dict[str, list[str]]]:
-    """The path and, when the URL carries UTM tags, its query; (None, {}) for a URL that does not parse."""
-    if not url:
-        return None, {}
+class UrlParts(NamedTuple):
+    path: str | None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+
+
+@lru_cache(maxsize=16_384)  # a site's URLs repeat; splitting one is costly
+def url_parts(url: str) -> UrlParts:
+    """The path and UTM tags of a URL; all None for a URL that does not parse.
+
+    >>> url_parts("https://shop.example/p/7?utm_source=news&utm_campaign=spring")
+    UrlParts(path='/p/7', utm_source='news', utm_medium=None, utm_campaign='spring')
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
-        return None, {}
-    return parts.path or "/", parse_qs(parts.query) if "utm_" in parts.query else {}
+        return UrlParts(None)
+    if "utm_" not in parts.query:
+        return UrlParts(parts.path or "/")
+    query = parse_qs(parts.query)
+    return UrlParts(
+        parts.path or "/",
+        *(query[key][0] if key in query else None for key in ("utm_source", "utm_medium", "utm_campaign")),
+    )
 
+
+_NO_URL = UrlParts(None)
 
 # Event times outside these years are clock or encoding errors, not history.
 EARLIEST_YEAR, LATEST_YEAR = 1970, 2200
@@ -278,8 +318,9 @@ def to_event(
     context = message.context
     page = context.page if context and context.page else None
     url = (page.url if page else None) or _str_or_none(properties.get("url"))
-    url_path, query = _url_parts(url)
-    path = (page.path if page else None) or _str_or_none(properties.get("path")) or url_path
+    path = (page.path if page else None) or _str_or_none(properties.get("path"))
+    tags = url_parts(url) if url else _NO_URL
+    path = path or tags.path
     referrer = (page.referrer if page else None) or _str_or_none(properties.get("referrer"))
     title = (page.title if page else None) or _str_or_none(properties.get("title"))
 
@@ -320,9 +361,9 @@ def to_event(
         os=os_name,
         browser=browser,
         country=context.location.country if context and context.location else None,
-        utm_source=(campaign.source if campaign else None) or query.get("utm_source", [None])[0],
-        utm_medium=(campaign.medium if campaign else None) or query.get("utm_medium", [None])[0],
-        utm_campaign=(campaign.name if campaign else None) or query.get("utm_campaign", [None])[0],
+        utm_source=(campaign.source if campaign else None) or tags.utm_source,
+        utm_medium=(campaign.medium if campaign else None) or tags.utm_medium,
+        utm_campaign=(campaign.name if campaign else None) or tags.utm_campaign,
         x=_number_or_none(properties.get("x")),
         y=_number_or_none(properties.get("y")),
         viewport_width=_pixels(viewport_width),
@@ -344,18 +385,18 @@ def decode_message(
     message that names a different type is an error. A message larger than
     ``max_bytes`` is refused before it is decoded.
     """
-    if message_type is not None and message_type not in MESSAGE_TYPES:
+    decoder = _MESSAGE_DECODERS.get(message_type)
+    if decoder is None:
         raise MessageError("$.type", f"unknown message type {message_type!r}; expected one of {', '.join(MESSAGE_TYPES)}")
-    target: Any = MESSAGE_TYPES[message_type] if message_type else Message
     try:
-        if isinstance(raw, bytes | bytearray | memoryview):
-            data = bytes(raw)
+        if isinstance(raw, bytes):
+            data = raw
             _check_size(data, max_bytes)
-            message = _decoder(target).decode(data)
+            message = decoder.decode(data)
         else:
             data = msgspec.json.encode(raw)
             _check_size(data, max_bytes)
-            message = msgspec.convert(raw, target)
+            message = msgspec.convert(raw, MESSAGE_TYPES[message_type] if message_type else Message)
     except DECODE_ERRORS as exc:
         error = describe_decode_error(exc)
         if message_type is not None and error.field == "$.type":
@@ -419,7 +460,7 @@ def parse_batch(
 ) -> ParsedBatch:
     """Parse a ``/v1/batch`` body. The envelope must be valid; messages fail one by one."""
     try:
-        envelope = _decoder(Batch).decode(raw)
+        envelope = _BATCH_DECODER.decode(raw)
     except DECODE_ERRORS as exc:
         raise describe_decode_error(exc) from None
     now = as_utc(received_at) or datetime.now(UTC)

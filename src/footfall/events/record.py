@@ -58,7 +58,7 @@ EVENT_COLUMNS = tuple(EVENT_SCHEMA.names)
 RESOLVED_COLUMNS = ("person_id", "session_id")
 
 
-class Event(msgspec.Struct, kw_only=True):
+class Event(msgspec.Struct, kw_only=True, gc=False):
     """One normalised event, before or after identity resolution.
 
     ``person_id`` and ``session_id`` are empty until the pipeline resolves them.

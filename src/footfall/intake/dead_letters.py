@@ -75,6 +75,7 @@ def replay(
     limit: int = 10_000,
 ) -> ReplayReport:
     """Retry dead letters (all of them, or those with ``ids`` / from ``source``)."""
+    plans.refresh()  # a replay usually follows a plan change: use the plans as they are now
     letters = list_letters(database, limit=limit, source=source, ids=ids)
     report = ReplayReport()
     passed: list[str] = []

@@ -22,6 +22,7 @@ pending record, the others wait until their position is covered.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import itertools
@@ -39,6 +40,7 @@ from typing import BinaryIO
 from footfall.errors import FootfallError
 
 __all__ = [
+    "AsyncAppender",
     "IntakeClosedError",
     "IntakeCorruptError",
     "IntakeError",
@@ -321,29 +323,35 @@ class IntakeLog:
 
     def append(self, payload: bytes) -> int:
         """Append one record; return its position once it is durable."""
-        if HEADER_BYTES + len(payload) > self.segment_bytes or len(payload) > _MAX_PAYLOAD:
-            raise IntakeError(
-                f"payload of {len(payload)} bytes does not fit a segment of "
-                f"{self.segment_bytes} bytes (with a {HEADER_BYTES}-byte header); "
-                "split the batch or raise segment_bytes"
-            )
-        payload_crc = zlib.crc32(payload)
+        return self.append_many([payload])[0]
+
+    def append_many(self, payloads: list[bytes]) -> list[int]:
+        """Append records in order; return their positions once all are durable."""
+        for payload in payloads:
+            if HEADER_BYTES + len(payload) > self.segment_bytes or len(payload) > _MAX_PAYLOAD:
+                raise IntakeError(
+                    f"payload of {len(payload)} bytes does not fit a segment of "
+                    f"{self.segment_bytes} bytes (with a {HEADER_BYTES}-byte header); "
+                    "split the batch or raise segment_bytes"
+                )
+        crcs = [zlib.crc32(payload) for payload in payloads]
         with self._cond:
             self._raise_if_unusable()
-            position = self._next_position
-            self._next_position += 1
-            self._pending.append((position, payload, payload_crc))
-            while self._durable_position < position:
+            first = self._next_position
+            self._next_position += len(payloads)
+            self._pending.extend(zip(range(first, first + len(payloads)), payloads, crcs, strict=True))
+            last = first + len(payloads) - 1
+            while self._durable_position < last:
                 if self._failure is not None:
                     raise IntakeError(
-                        f"intake log write failed, record {position} is not durable: "
+                        f"intake log write failed, record {last} is not durable: "
                         f"{self._failure}; reopen the log"
                     ) from self._failure
                 if self._committing:
                     self._cond.wait()
                 else:
                     self._commit_pending()
-            return position
+            return list(range(first, last + 1))
 
     def _raise_if_unusable(self) -> None:
         if self._closing or self._closed:
@@ -711,3 +719,70 @@ class IntakeReader:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class AsyncAppender:
+    """Appends for an asyncio server: one thread commits whatever requests have
+    queued since its last commit, and wakes each waiting request's event loop
+    once per commit, instead of a thread per request each waiting on the log."""
+
+    def __init__(self, log: IntakeLog) -> None:
+        self.log = log
+        self._lock = threading.Lock()
+        self._queued: list[tuple[bytes, asyncio.Future[int]]] = []
+        self._wakeup = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="footfall-intake-appender", daemon=True)
+        self._thread.start()
+
+    async def append(self, payload: bytes) -> int:
+        """The record's position, once it is durable."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            if self._stopped:
+                raise IntakeClosedError(f"intake log {self.log.directory} is closed")
+            self._queued.append((payload, future))
+        self._wakeup.set()
+        return await future
+
+    def _run(self) -> None:
+        while True:
+            self._wakeup.wait()
+            self._wakeup.clear()
+            with self._lock:
+                queued, self._queued = self._queued, []
+                stopped = self._stopped
+            if queued:
+                self._commit(queued)
+            if stopped:
+                return
+
+    def _commit(self, queued: list[tuple[bytes, asyncio.Future[int]]]) -> None:
+        try:
+            outcome: list[int] | BaseException = self.log.append_many([payload for payload, _ in queued])
+        except Exception as exc:  # each request answers with it; the server goes on
+            outcome = exc
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int | BaseException]]] = {}
+        for index, (_, future) in enumerate(queued):
+            result = outcome if isinstance(outcome, BaseException) else outcome[index]
+            by_loop.setdefault(future.get_loop(), []).append((future, result))
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a loop that has closed has no one waiting
+                loop.call_soon_threadsafe(_settle, settled)
+
+    def close(self) -> None:
+        """Commit what is queued, then stop."""
+        with self._lock:
+            self._stopped = True
+        self._wakeup.set()
+        self._thread.join()
+
+
+def _settle(settled: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
+    for future, result in settled:
+        if future.done():
+            continue  # its request was cancelled (the client went away)
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

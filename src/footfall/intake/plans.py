@@ -16,16 +16,19 @@ A plan is a JSON file in the data directory's ``plans/`` folder::
 ``allow`` accepts everything (the plan documents); ``warn`` accepts and records
 the violation in ``plan_warnings``; ``block`` sends the message to the
 dead-letter table, from which ``footfall dlq replay`` retries it once the plan
-or the sender is fixed. The worker re-reads the folder when it changes.
+or the sender is fixed. The worker re-reads the folder within a second of a
+change.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -111,8 +114,12 @@ def parse_plan(text: str | bytes, source: str = "plan") -> Plan:
 class PlanBook:
     """The plans of one data directory, re-read when the folder changes. Thread-safe."""
 
-    def __init__(self, data_dir: Path | None) -> None:
+    def __init__(self, data_dir: Path | None, *, refresh_every: float = 1.0) -> None:
         self.directory = Path(data_dir) / PLANS_DIR if data_dir is not None else None
+        # Looking at the folder costs a listing and a stat per file: at most
+        # this often, not per message. A change takes effect within this time.
+        self.refresh_every = refresh_every
+        self._checked_at = -math.inf
         self._lock = threading.Lock()
         self._stamp: tuple[tuple[str, int], ...] | None = None
         self._plans: list[CompiledPlan] = []
@@ -132,8 +139,10 @@ class PlanBook:
 
     def plans(self) -> list[CompiledPlan]:
         with self._lock:
-            if self.directory is None:
+            now = time.monotonic()
+            if self.directory is None or now - self._checked_at < self.refresh_every:
                 return self._plans
+            self._checked_at = now
             files = self._files()
             stamp = tuple((file.name, file.stat().st_mtime_ns) for file in files)
             if stamp != self._stamp:
@@ -149,12 +158,25 @@ class PlanBook:
                 self._plans, self.load_error, self._stamp = plans, error, stamp
             return self._plans
 
+    def refresh(self) -> None:
+        """Look at the folder on the next use, however recently it was looked at."""
+        self._checked_at = -math.inf
+
     def check(self, source: str, event: str, properties: Mapping[str, Any]) -> list[Violation]:
-        return [
-            violation
-            for plan in self.plans()
-            if plan.covers(source) and (violation := plan.check(event, properties)) is not None
-        ]
+        checker = self.checker(source)
+        return checker(event, properties) if checker is not None else []
+
+    def checker(self, source: str) -> Callable[[str, Mapping[str, Any]], list[Violation]] | None:
+        """A check for many messages of one source (None: no plan covers it),
+        so the folder is looked at once, not per message."""
+        covering = [plan for plan in self.plans() if plan.covers(source)]
+        if not covering:
+            return None
+
+        def check(event: str, properties: Mapping[str, Any]) -> list[Violation]:
+            return [violation for plan in covering if (violation := plan.check(event, properties)) is not None]
+
+        return check
 
     # -- management (the CLI) -------------------------------------------------
 
@@ -167,9 +189,11 @@ class PlanBook:
         temporary = target.with_suffix(".tmp")
         temporary.write_bytes(msgspec.json.format(msgspec.json.encode(plan)))
         os.replace(temporary, target)
+        self.refresh()
         return plan
 
     def remove(self, name: str) -> None:
         if self.directory is None or not (self.directory / f"{name}.json").exists():
             raise PlanError(f"no tracking plan named {name!r}; `footfall plans list` shows them")
         (self.directory / f"{name}.json").unlink()
+        self.refresh()

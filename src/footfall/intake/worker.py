@@ -26,7 +26,7 @@ import msgspec
 import pyarrow as pa
 
 from footfall.errors import ConsentDenied, MessageError
-from footfall.events.parse import DECODE_ERRORS, decode_message, event_payload, to_event
+from footfall.events.parse import DECODE_ERRORS, decode_all, decode_message, event_payload, to_event
 from footfall.events.record import Event
 from footfall.intake.admission import IntakeBatch, decode_record
 from footfall.intake.log import IntakeLog, IntakeReader, Record
@@ -86,11 +86,16 @@ def unpack(
     for rejection in batch.rejected:
         letters.append(_letter(batch, rejection.index, rejection.field, rejection.reason, rejection.payload))
     into.declined += batch.declined
+    check_plans = plans.checker(batch.source)
+    decoded = decode_all(batch.messages) if batch.message_type is None else None
     for index, data in enumerate(batch.messages):
         try:
-            message, _ = decode_message(data, batch.message_type, max_bytes=len(data))
+            if decoded is not None:
+                message = decoded[index]
+            else:
+                message, _ = decode_message(data, batch.message_type, max_bytes=len(data))
             name, properties = event_payload(message)
-            violations = plans.check(batch.source, name, properties)
+            violations = check_plans(name, properties) if check_plans is not None else ()
             blocking = next((violation for violation in violations if violation.mode == "block"), None)
             if blocking is not None:
                 letters.append(_letter(batch, index, blocking.field, blocking.reason, data))
@@ -116,10 +121,11 @@ def unpack(
             event.ip = None
         elif event.ip is not None and (batch.anonymize_ip or anonymize_all_ips):
             event.ip = anonymize_ip(event.ip)
-        into.warnings.extend(
-            PlanWarning(event.event_id, v.plan, name, batch.source, v.field, v.reason, batch.received_at)
-            for v in violations
-        )
+        if violations:
+            into.warnings.extend(
+                PlanWarning(event.event_id, v.plan, name, batch.source, v.field, v.reason, batch.received_at)
+                for v in violations
+            )
         into.events.append(event)
 
 
@@ -173,7 +179,7 @@ class IntakeWorker:
         database: Database,
         plans: PlanBook,
         *,
-        max_records: int = 2000,
+        max_records: int = 200,
         truncate_every: float = 5.0,
     ) -> None:
         self.intake = intake
