@@ -179,7 +179,7 @@ class IntakeWorker:
         database: Database,
         plans: PlanBook,
         *,
-        max_records: int = 200,
+        max_records: int = 1000,
         truncate_every: float = 5.0,
     ) -> None:
         self.intake = intake
