@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 # Real data sets for tests and benchmarks ship inside these packages (see ../shared/DATASETS.md).
 DATASETS = recbole==1.2.1 lifetimes==0.11.3
 
-.PHONY: demo test test-fast lint bench
+.PHONY: demo test test-fast lint bench bench-collector
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,7 @@ test-fast: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/ingest_store.py
+
+bench-collector: $(VENV)/.dev
+	$(BIN)/python bench/collector_load.py
+	$(BIN)/python bench/collector_crash.py
