@@ -433,6 +433,7 @@ def serve(obj: Context, host: str, port: int, log_level: str) -> None:
 def worker(obj: Context, socket_path: Path, parent: int | None) -> None:
     """The store side of `footfall serve`, which starts it: the intake worker,
     reads and admin, over a Unix socket."""
+    import gc
     import os
 
     import uvicorn
@@ -446,6 +447,11 @@ def worker(obj: Context, socket_path: Path, parent: int | None) -> None:
     if not token:
         raise FootfallError(f"`footfall worker` is started by `footfall serve` (it needs {TOKEN_ENV})")
     service = StoreService(obj.data_dir)
+    # The worker allocates many short-lived objects per event while holding a
+    # large, long-lived state (identity graph, persons): collect young objects
+    # less often, and keep what exists at start out of the collector's scans.
+    gc.set_threshold(50_000, 20, 100)
+    gc.freeze()
     try:
         app = create_app(service.database, token, on_shutdown=service.close, service=service)
         uvicorn.run(app, uds=str(socket_path), log_level="warning", access_log=False)
