@@ -165,3 +165,24 @@ def test_device_first_seen_and_merged_in_one_batch(database: Database) -> None:
     assert report.merges == 1
     assert person_of(database, "on_phone") == person_of(database, "on_laptop")
     assert rows(database, f"SELECT count(*) FROM {database.backend.final('persons')}") == [(1,)]
+
+
+def _received(event: Event, offset: str) -> Event:
+    event.received_at = at(offset)
+    return event
+
+
+def test_retries_are_dropped_whether_remembered_or_looked_up(database: Database) -> None:
+    # Remember two ids at most: the first batch is forgotten when the second
+    # arrives, and a retry of it must be found in the store instead.
+    pipeline = Pipeline(database, recent_ids=2)
+    first = [_received(track("a", "0s", anon="x", messageId="m1"), "1s"),
+             _received(track("b", "1s", anon="x", messageId="m2"), "1s")]
+    second = [_received(track("c", "2s", anon="x", messageId="m3"), "5s"),
+              _received(track("d", "3s", anon="x", messageId="m4"), "5s")]
+    assert pipeline.ingest_events(first).events == 2
+    assert pipeline.ingest_events(second).events == 2
+    assert pipeline.ingest_events(first + second).duplicates == 4  # m1, m2 from the store; m3, m4 remembered
+    restarted = Pipeline(database)  # remembers nothing: the store answers for everything stored before it
+    assert restarted.ingest_events([*first, track("e", "4s", anon="x", messageId="m5")]).duplicates == 2
+    assert rows(database, "SELECT count(*) FROM events") == [(5,)]

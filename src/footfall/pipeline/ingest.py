@@ -8,6 +8,7 @@ through the database's single writer.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,15 +62,21 @@ class Pipeline:
     extra reads.
     """
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, recent_ids: int = 1_000_000) -> None:
         self.database = database
         self.project_id = database.project_id
         self.gap_ms = int(database.config.sessions.gap.total_seconds() * 1000)
         self.dedup_window = parse_duration(database.config.intake.dedup_window)
         self._resolver: IdentityResolver | None = None
         self._persons: dict[str, PersonState] = {}
+        self.recent_ids = recent_ids
+        self._recent: RecentIds | None = None
 
     def _load_state(self) -> IdentityResolver:
+        if self._recent is None:
+            latest = self.database.latest_receipt()
+            now = datetime.now(UTC)
+            self._recent = RecentIds(max(now, latest) if latest is not None else now, self.recent_ids)
         if self._resolver is None:
             self._resolver = IdentityResolver.from_identities(self.project_id, self.database.identity_rows())
             persons = self.database.persons_arrow().to_pylist()
@@ -124,6 +131,8 @@ class Pipeline:
             self._resolver = None
             self._persons.clear()
             raise
+        assert self._recent is not None
+        self._recent.add(table["event_id"].to_pylist(), pc.max(table["received_at"]).as_py())
         return IngestReport(
             events=table.num_rows,
             duplicates=received - table.num_rows,
@@ -138,11 +147,20 @@ class Pipeline:
             positions = pa.table({"event_id": table["event_id"], "_row": pa.array(np.arange(table.num_rows))})
             first = positions.group_by("event_id", use_threads=False).aggregate([("_row", "min")])
             table = table.take(pc.take(first["_row_min"], pc.sort_indices(first["_row_min"])))
+        assert self._recent is not None  # set up by _load_state
+        ids = table["event_id"].combine_chunks()
+        recent = self._recent.stored(ids.to_pylist())
+        if recent:
+            keep = pc.invert(pc.is_in(ids, value_set=pa.array(sorted(recent), pa.string())))
+            table, ids = table.filter(keep), ids.filter(keep)
         bounds = pc.min_max(table["timestamp"]).as_py()
+        if bounds["min"] is None:
+            return table
         stored = self.database.stored_event_ids(
-            table["event_id"].combine_chunks(),
+            ids,
             bounds["min"] - self.dedup_window,
             bounds["max"] + self.dedup_window,
+            received_until=self._recent.horizon,
         )
         if stored:
             table = table.filter(pc.invert(pc.is_in(table["event_id"], value_set=pa.array(sorted(stored)))))
@@ -283,6 +301,35 @@ def _apply_traits(current: dict[str, Any], traits: dict[str, Any]) -> None:
                 current.setdefault(once_key, once_value)
         else:
             current[key] = value
+
+
+class RecentIds:
+    """The ids of events this pipeline stored lately, so most duplicate checks
+    need not scan the stored events.
+
+    Every event this pipeline stored that was received after ``horizon`` is
+    here; what was received up to ``horizon`` (stored before this pipeline
+    started, or forgotten to stay within ``capacity``) is asked of the store,
+    which skips the rest of the table by ``received_at``.
+    """
+
+    def __init__(self, horizon: datetime, capacity: int) -> None:
+        self.horizon = horizon  # at least the latest receipt stored before this pipeline
+        self.capacity = capacity
+        self._ids: set[str] = set()
+        self._batches: deque[tuple[datetime, list[str]]] = deque()  # (latest receipt, ids), oldest first
+
+    def stored(self, ids: list[str]) -> set[str]:
+        return self._ids.intersection(ids)
+
+    def add(self, ids: list[str], latest_receipt: datetime) -> None:
+        self._batches.append((latest_receipt, ids))
+        self._ids.update(ids)
+        while len(self._ids) > self.capacity and len(self._batches) > 1:
+            receipt, forgotten = self._batches.popleft()
+            self._ids.difference_update(forgotten)
+            # The store answers for these from now on.
+            self.horizon = max(self.horizon, receipt)
 
 
 class _Tails(Mapping[str, SessionTail]):

@@ -337,22 +337,35 @@ class Database:
         except Exception as exc:
             raise StoreError(f"query failed: {_first_line(exc)}") from None
 
-    def stored_event_ids(self, event_ids: pa.Array, since: datetime, until: datetime) -> set[str]:
-        """Which of these event ids are already stored, among events timed in [since, until].
+    def stored_event_ids(
+        self, event_ids: pa.Array, since: datetime, until: datetime, received_until: datetime | None = None
+    ) -> set[str]:
+        """Which of these event ids are already stored, among events timed in
+        [since, until] (and received no later than ``received_until``, if given).
 
-        The time bounds keep the lookup to a slice of the table (both engines
-        prune by timestamp); a retry carries the same event time.
+        The bounds keep the lookup to a slice of the table (both engines prune
+        by them); a retry carries the same event time.
         """
         if len(event_ids) == 0:
             return set()
         project = self.backend.quote(self.project_id)
         bounds = f"timestamp BETWEEN {self._literal_time(since)} AND {self._literal_time(until)}"
+        if received_until is not None:
+            bounds += f" AND received_at <= {self._literal_time(received_until)}"
         rows = self.backend.query(
             f"SELECT event_id FROM events WHERE project_id = {project} AND {bounds}"
             " AND event_id IN (SELECT event_id FROM candidate_ids)",
             tables={"candidate_ids": pa.table({"event_id": event_ids.cast(pa.string())})},
         ).rows
         return {str(row[0]) for row in rows}
+
+    def latest_receipt(self) -> datetime | None:
+        """When the most recently received stored event was received."""
+        rows = self.backend.query(
+            f"SELECT max(received_at) FROM events WHERE project_id = {self.backend.quote(self.project_id)}"
+        ).rows
+        value = rows[0][0] if rows else None
+        return value if isinstance(value, datetime) else None
 
     def _literal_time(self, value: datetime) -> str:
         text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
