@@ -62,7 +62,11 @@ class Pipeline:
     extra reads.
     """
 
-    def __init__(self, database: Database, *, recent_ids: int = 1_000_000) -> None:
+    def __init__(self, database: Database, *, recent_ids: int = 0) -> None:
+        """``recent_ids``: how many ids of stored events to remember for the
+        duplicate check (see ``RecentIds``); 0 asks the store every time, which
+        suits bulk loads. A long-running worker remembers, so its checks do not
+        scan a table that grows all day."""
         self.database = database
         self.project_id = database.project_id
         self.gap_ms = int(database.config.sessions.gap.total_seconds() * 1000)
@@ -73,7 +77,7 @@ class Pipeline:
         self._recent: RecentIds | None = None
 
     def _load_state(self) -> IdentityResolver:
-        if self._recent is None:
+        if self._recent is None and self.recent_ids > 0:
             latest = self.database.latest_receipt()
             now = datetime.now(UTC)
             self._recent = RecentIds(max(now, latest) if latest is not None else now, self.recent_ids)
@@ -131,8 +135,8 @@ class Pipeline:
             self._resolver = None
             self._persons.clear()
             raise
-        assert self._recent is not None
-        self._recent.add(table["event_id"].to_pylist(), pc.max(table["received_at"]).as_py())
+        if self._recent is not None:
+            self._recent.add(table["event_id"].to_pylist(), pc.max(table["received_at"]).as_py())
         return IngestReport(
             events=table.num_rows,
             duplicates=received - table.num_rows,
@@ -147,9 +151,8 @@ class Pipeline:
             positions = pa.table({"event_id": table["event_id"], "_row": pa.array(np.arange(table.num_rows))})
             first = positions.group_by("event_id", use_threads=False).aggregate([("_row", "min")])
             table = table.take(pc.take(first["_row_min"], pc.sort_indices(first["_row_min"])))
-        assert self._recent is not None  # set up by _load_state
         ids = table["event_id"].combine_chunks()
-        recent = self._recent.stored(ids.to_pylist())
+        recent = self._recent.stored(ids.to_pylist()) if self._recent is not None else None
         if recent:
             keep = pc.invert(pc.is_in(ids, value_set=pa.array(sorted(recent), pa.string())))
             table, ids = table.filter(keep), ids.filter(keep)
@@ -160,7 +163,7 @@ class Pipeline:
             ids,
             bounds["min"] - self.dedup_window,
             bounds["max"] + self.dedup_window,
-            received_until=self._recent.horizon,
+            received_until=self._recent.horizon if self._recent is not None else None,
         )
         if stored:
             table = table.filter(pc.invert(pc.is_in(table["event_id"], value_set=pa.array(sorted(stored)))))
