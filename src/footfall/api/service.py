@@ -13,12 +13,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -131,8 +134,7 @@ class FrontService:
             self.log, self.keys,
             max_message_bytes=config.intake.max_message_bytes, max_batch_bytes=config.intake.max_batch_bytes,
         )
-        # A short path: Unix socket paths are limited to about 100 bytes.
-        self._socket_dir = Path(tempfile.mkdtemp(prefix="footfall-"))
+        self._socket_dir = _socket_dir(self.data_dir)
         self.socket_path = self._socket_dir / "store.sock"
         self.store = StoreProcess(self.data_dir, self.socket_path, admin_token)
 
@@ -143,13 +145,29 @@ class FrontService:
         return [CollectorMetrics(self.collector, self.log)]
 
     def close(self) -> None:
+        """Stop the store process (it stores what the log holds), then release the log. Idempotent."""
         try:
             self.collector.close()
             self.store.stop()
         finally:
             self.log.close()
-            self.socket_path.unlink(missing_ok=True)
-            self._socket_dir.rmdir()
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+
+def _socket_dir(data_dir: Path) -> Path:
+    """A private folder for the store's socket, the same for the same data
+    directory, so a server killed without cleaning up leaves nothing new
+    behind. Under the temporary directory: socket paths are limited to about
+    100 bytes."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"footfall-{os.getuid()}-{digest}"
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        status = folder.lstat()
+        if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o077:
+            return Path(tempfile.mkdtemp(prefix="footfall-"))  # not ours to use
+    return folder
 
 
 class StoreProcess:
