@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
@@ -167,24 +168,48 @@ def test_device_first_seen_and_merged_in_one_batch(database: Database) -> None:
     assert rows(database, f"SELECT count(*) FROM {database.backend.final('persons')}") == [(1,)]
 
 
-def _received(event: Event, offset: str) -> Event:
-    event.received_at = at(offset)
-    return event
-
-
 def test_retries_are_dropped_whether_remembered_or_looked_up(database: Database) -> None:
-    # Remember two ids at most: the first batch is forgotten when the second
-    # arrives, and a retry of it must be found in the store instead.
-    pipeline = Pipeline(database, recent_ids=2)
-    first = [_received(track("a", "0s", anon="x", messageId="m1"), "1s"),
-             _received(track("b", "1s", anon="x", messageId="m2"), "1s")]
-    second = [_received(track("c", "2s", anon="x", messageId="m3"), "5s"),
-              _received(track("d", "3s", anon="x", messageId="m4"), "5s")]
+    pipeline = Pipeline(database, remember_ids=True)
+    first = [track("a", "0s", anon="x", messageId="m1"), track("b", "1s", anon="x", messageId="m2")]
+    second = [track("c", "2s", anon="x", messageId="m3"), track("d", "3s", anon="x", messageId="m4")]
     assert pipeline.ingest_events(first).events == 2
     assert pipeline.ingest_events(second).events == 2
-    assert pipeline.ingest_events(first + second).duplicates == 4  # m1, m2 from the store; m3, m4 remembered
-    # A restarted worker remembers nothing yet: the store answers for all it stored before.
-    restarted = Pipeline(database, recent_ids=10)
+    # These events are timed before the pipeline loaded its hashes, so the
+    # store answers for them; the retries are dropped all the same.
+    assert pipeline.ingest_events(first + second).duplicates == 4
+    # A restarted worker loads the hashes of what the store holds.
+    restarted = Pipeline(database, remember_ids=True)
     assert restarted.ingest_events([*first, track("e", "4s", anon="x", messageId="m5")]).duplicates == 2
     assert Pipeline(database).ingest_events(second).duplicates == 2  # without memory: always the store
     assert rows(database, "SELECT count(*) FROM events") == [(5,)]
+
+
+def test_remembered_ids_spare_the_store_and_still_catch_retries(database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = datetime.now(UTC)
+    stored_before = [track("old", "0s", anon="y", messageId="early")]
+    stored_before[0].timestamp = stored_before[0].received_at = now - timedelta(hours=1)
+    Pipeline(database).ingest_events(stored_before)
+    pipeline = Pipeline(database, remember_ids=True)
+    asked: list[list[str]] = []
+    real = database.stored_event_ids
+
+    def spy(ids: pa.Array, since: datetime, until: datetime) -> set[str]:
+        asked.append(sorted(ids.to_pylist()))
+        return real(ids, since, until)
+
+    monkeypatch.setattr(database, "stored_event_ids", spy)
+
+    def live(message_id: str, seconds: int) -> Event:
+        event = track("view", "0s", anon="y", messageId=message_id)
+        event.timestamp = event.received_at = now + timedelta(seconds=seconds)
+        return event
+
+    assert pipeline.ingest_events([live("n1", 1), live("n2", 2)]).events == 2
+    assert asked == []  # new ids, timed after the hashes were loaded: no store query
+    retry = live("n1", 1)
+    late_retry = stored_before[0]  # stored before the pipeline started, known from its hashes
+    late_retry.timestamp = now - timedelta(hours=1)
+    report = pipeline.ingest_events([retry, late_retry, live("n3", 3)])
+    assert (report.events, report.duplicates) == (1, 2)
+    assert asked == [["early", "n1"]]  # only the ids whose hashes matched
+    assert rows(database, "SELECT count(*) FROM events") == [(4,)]

@@ -180,13 +180,12 @@ class IntakeWorker:
         plans: PlanBook,
         *,
         max_records: int = 1000,
-        recent_ids: int = 1_000_000,
         truncate_every: float = 5.0,
     ) -> None:
         self.intake = intake
         self.database = database
         self.plans = plans
-        self.pipeline = Pipeline(database, recent_ids=recent_ids)
+        self.pipeline = Pipeline(database, remember_ids=True)
         self.max_records = max_records
         self.truncate_every = truncate_every
         self.stats = WorkerStats()

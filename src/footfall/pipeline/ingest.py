@@ -8,10 +8,9 @@ through the database's single writer.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -21,8 +20,9 @@ import pyarrow.compute as pc
 
 from footfall.durations import parse_duration
 from footfall.errors import IngestError
-from footfall.events.record import EVENT_SCHEMA, Event, conform, events_to_table
+from footfall.events.record import EVENT_SCHEMA, TIMESTAMP, Event, conform, events_to_table
 from footfall.identity.resolver import IdentityResolver
+from footfall.pipeline.known_ids import KnownIds
 from footfall.pipeline.sessions import SessionTail, assign_sessions, session_id
 from footfall.store.database import Database
 from footfall.store.schema import PERSONS
@@ -54,6 +54,11 @@ def _from_ms(values: list[int]) -> pa.Array:
     return pc.cast(pa.array(values, pa.int64()), EVENT_SCHEMA.field("timestamp").type)
 
 
+# Hashes of ids beyond twice what the last load found (plus this) trigger a rebuild.
+REMEMBERED_IDS_SLACK = 1_000_000
+LATE_EVENTS = timedelta(days=1)
+
+
 class Pipeline:
     """Ingests batches of events into one database.
 
@@ -62,25 +67,29 @@ class Pipeline:
     extra reads.
     """
 
-    def __init__(self, database: Database, *, recent_ids: int = 0) -> None:
-        """``recent_ids``: how many ids of stored events to remember for the
-        duplicate check (see ``RecentIds``); 0 asks the store every time, which
-        suits bulk loads. A long-running worker remembers, so its checks do not
-        scan a table that grows all day."""
+    def __init__(self, database: Database, *, remember_ids: bool = False) -> None:
+        """``remember_ids``: keep hashes of the stored ids (``KnownIds``), so
+        the duplicate check asks the store only about ids it may hold. Bulk
+        loads ask the store every time; a long-running worker remembers, so
+        its checks do not scan a week of events per batch."""
         self.database = database
         self.project_id = database.project_id
         self.gap_ms = int(database.config.sessions.gap.total_seconds() * 1000)
         self.dedup_window = parse_duration(database.config.intake.dedup_window)
         self._resolver: IdentityResolver | None = None
         self._persons: dict[str, PersonState] = {}
-        self.recent_ids = recent_ids
-        self._recent: RecentIds | None = None
+        self.remember_ids = remember_ids
+        self._known: KnownIds | None = None
+        self._known_loaded = 0
 
     def _load_state(self) -> IdentityResolver:
-        if self._recent is None and self.recent_ids > 0:
-            latest = self.database.latest_receipt()
-            now = datetime.now(UTC)
-            self._recent = RecentIds(max(now, latest) if latest is not None else now, self.recent_ids)
+        if self.remember_ids and (self._known is None or len(self._known) > 2 * self._known_loaded + REMEMBERED_IDS_SLACK):
+            # (Re)built from the store when a pipeline starts and, as the hashes
+            # of ids older than the window pile up, when they have doubled. They
+            # reach a day further back than the window, so events that arrive
+            # up to a day late are checked from memory too.
+            self._known = KnownIds.load(self.database, datetime.now(UTC) - self.dedup_window - LATE_EVENTS)
+            self._known_loaded = len(self._known)
         if self._resolver is None:
             self._resolver = IdentityResolver.from_identities(self.project_id, self.database.identity_rows())
             persons = self.database.persons_arrow().to_pylist()
@@ -135,8 +144,8 @@ class Pipeline:
             self._resolver = None
             self._persons.clear()
             raise
-        if self._recent is not None:
-            self._recent.add(table["event_id"].to_pylist(), pc.max(table["received_at"]).as_py())
+        if self._known is not None:
+            self._known.add(table["event_id"].combine_chunks())
         return IngestReport(
             events=table.num_rows,
             duplicates=received - table.num_rows,
@@ -151,19 +160,18 @@ class Pipeline:
             positions = pa.table({"event_id": table["event_id"], "_row": pa.array(np.arange(table.num_rows))})
             first = positions.group_by("event_id", use_threads=False).aggregate([("_row", "min")])
             table = table.take(pc.take(first["_row_min"], pc.sort_indices(first["_row_min"])))
-        ids = table["event_id"].combine_chunks()
-        recent = self._recent.stored(ids.to_pylist()) if self._recent is not None else None
-        if recent:
-            keep = pc.invert(pc.is_in(ids, value_set=pa.array(sorted(recent), pa.string())))
-            table, ids = table.filter(keep), ids.filter(keep)
-        bounds = pc.min_max(table["timestamp"]).as_py()
+        candidates = table
+        if self._known is not None:
+            # Ask the store only about ids it may hold, or whose window reaches
+            # back before what the hashes cover.
+            uncovered = pc.less(table["timestamp"], pa.scalar(self._known.since + self.dedup_window, TIMESTAMP))
+            maybe = pa.array(self._known.may_hold(table["event_id"].to_pylist()))
+            candidates = table.filter(pc.or_(maybe, uncovered))
+        bounds = pc.min_max(candidates["timestamp"]).as_py()
         if bounds["min"] is None:
             return table
         stored = self.database.stored_event_ids(
-            ids,
-            bounds["min"] - self.dedup_window,
-            bounds["max"] + self.dedup_window,
-            received_until=self._recent.horizon if self._recent is not None else None,
+            candidates["event_id"].combine_chunks(), bounds["min"] - self.dedup_window, bounds["max"] + self.dedup_window
         )
         if stored:
             table = table.filter(pc.invert(pc.is_in(table["event_id"], value_set=pa.array(sorted(stored)))))
@@ -304,35 +312,6 @@ def _apply_traits(current: dict[str, Any], traits: dict[str, Any]) -> None:
                 current.setdefault(once_key, once_value)
         else:
             current[key] = value
-
-
-class RecentIds:
-    """The ids of events this pipeline stored lately, so most duplicate checks
-    need not scan the stored events.
-
-    Every event this pipeline stored that was received after ``horizon`` is
-    here; what was received up to ``horizon`` (stored before this pipeline
-    started, or forgotten to stay within ``capacity``) is asked of the store,
-    which skips the rest of the table by ``received_at``.
-    """
-
-    def __init__(self, horizon: datetime, capacity: int) -> None:
-        self.horizon = horizon  # at least the latest receipt stored before this pipeline
-        self.capacity = capacity
-        self._ids: set[str] = set()
-        self._batches: deque[tuple[datetime, list[str]]] = deque()  # (latest receipt, ids), oldest first
-
-    def stored(self, ids: list[str]) -> set[str]:
-        return self._ids.intersection(ids)
-
-    def add(self, ids: list[str], latest_receipt: datetime) -> None:
-        self._batches.append((latest_receipt, ids))
-        self._ids.update(ids)
-        while len(self._ids) > self.capacity and len(self._batches) > 1:
-            receipt, forgotten = self._batches.popleft()
-            self._ids.difference_update(forgotten)
-            # The store answers for these from now on.
-            self.horizon = max(self.horizon, receipt)
 
 
 class _Tails(Mapping[str, SessionTail]):

@@ -338,10 +338,10 @@ class Database:
             raise StoreError(f"query failed: {_first_line(exc)}") from None
 
     def stored_event_ids(
-        self, event_ids: pa.Array, since: datetime, until: datetime, received_until: datetime | None = None
+        self, event_ids: pa.Array, since: datetime, until: datetime
     ) -> set[str]:
         """Which of these event ids are already stored, among events timed in
-        [since, until] (and received no later than ``received_until``, if given).
+        [since, until].
 
         The bounds keep the lookup to a slice of the table (both engines prune
         by them); a retry carries the same event time.
@@ -350,8 +350,6 @@ class Database:
             return set()
         project = self.backend.quote(self.project_id)
         bounds = f"timestamp BETWEEN {self._literal_time(since)} AND {self._literal_time(until)}"
-        if received_until is not None:
-            bounds += f" AND received_at <= {self._literal_time(received_until)}"
         rows = self.backend.query(
             f"SELECT event_id FROM events WHERE project_id = {project} AND {bounds}"
             " AND event_id IN (SELECT event_id FROM candidate_ids)",
@@ -359,13 +357,13 @@ class Database:
         ).rows
         return {str(row[0]) for row in rows}
 
-    def latest_receipt(self) -> datetime | None:
-        """When the most recently received stored event was received."""
-        rows = self.backend.query(
-            f"SELECT max(received_at) FROM events WHERE project_id = {self.backend.quote(self.project_id)}"
-        ).rows
-        value = rows[0][0] if rows else None
-        return value if isinstance(value, datetime) else None
+    def event_ids_since(self, since: datetime) -> pa.Array:
+        """The ids of stored events timed at or after ``since``."""
+        table = self.backend.query_arrow(
+            f"SELECT event_id FROM events WHERE project_id = {self.backend.quote(self.project_id)}"
+            f" AND timestamp >= {self._literal_time(since)}"
+        )
+        return table.column("event_id").combine_chunks() if table.num_rows else pa.array([], pa.string())
 
     def _literal_time(self, value: datetime) -> str:
         text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
