@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ class LiveServer:
     process: subprocess.Popen[bytes] | None = None
     write_key: str = ""
     secret_key: str = ""
+    serve_args: tuple[str, ...] = ()  # more options for `footfall serve`, e.g. ("--demo-site",)
 
     @property
     def url(self) -> str:
@@ -47,7 +50,7 @@ class LiveServer:
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "footfall", "--data-dir", str(self.data_dir), "serve", "--port", str(self.port),
-                 "--log-level", "warning"],
+                 "--log-level", "warning", *self.serve_args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -106,3 +109,38 @@ class LiveServer:
                 return
             time.sleep(0.05)
         raise TimeoutError("the intake worker did not catch up")
+
+
+@contextmanager
+def running(data_dir: Path, *serve_args: str, demo_site: bool = False) -> Iterator[LiveServer]:
+    """A started server with a write key and a secret key, stopped afterwards.
+    With ``demo_site``, it serves the demo shop with its write key."""
+    live = LiveServer(data_dir)
+    live.make_keys()
+    live.serve_args = (*serve_args, *(("--demo-site", "--demo-write-key", live.write_key) if demo_site else ()))
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+def quoted(values: list[str]) -> str:
+    """SQL string literals, comma-separated."""
+    return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+
+
+def stored_events(server: LiveServer, event_ids: list[str], columns: list[str]) -> dict[str, dict[str, Any]]:
+    """The stored events with these ids, by id; fails if one is stored twice."""
+    rows = server.sql(f"SELECT {', '.join(['event_id', *columns])} FROM events WHERE event_id IN ({quoted(event_ids)})")
+    by_id: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        assert row[0] not in by_id, f"event {row[0]} is stored more than once"
+        by_id[row[0]] = dict(zip(["event_id", *columns], row, strict=True))
+    return by_id
+
+
+def person_of(server: LiveServer, kind: str, value: str) -> str:
+    """The person an identity (``anonymous_id`` or ``user_id``) resolves to."""
+    [[person]] = server.sql(f"SELECT person_id FROM identities WHERE kind = '{kind}' AND value = {quoted([value])}")
+    return str(person)

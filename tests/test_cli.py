@@ -101,7 +101,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_demo_builds_a_summarised_store(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     target = tmp_path / "demo"
-    status, out, err = run(capsys, "--data-dir", str(target), "demo", "--users", "60", "--days", "5")
+    status, out, err = run(capsys, "--data-dir", str(target), "demo", "--users", "60", "--days", "5", "--no-serve")
     assert status == 0, err
     assert "Footfall demo" in out
     assert "top events" in out
@@ -112,13 +112,13 @@ def test_demo_builds_a_summarised_store(capsys: pytest.CaptureFixture[str], tmp_
     assert summary.sessions > 0
     assert (target / "ground_truth" / "users.parquet").exists()
     # Running it again recreates the demo directory rather than piling up events.
-    status, _, _ = run(capsys, "--data-dir", str(target), "demo", "--users", "60", "--days", "5")
+    status, _, _ = run(capsys, "--data-dir", str(target), "demo", "--users", "60", "--days", "5", "--no-serve")
     with Database.open(target, read_only=True) as database:
         assert database.summary().events == summary.events
 
 
 def test_demo_refuses_a_directory_it_did_not_make(capsys: pytest.CaptureFixture[str], store: Path) -> None:
-    status, _, err = run(capsys, "--data-dir", str(store), "demo", "--users", "5", "--days", "1")
+    status, _, err = run(capsys, "--data-dir", str(store), "demo", "--users", "5", "--days", "1", "--no-serve")
     assert status == 2
     assert "not a demo directory" in err
 

@@ -26,7 +26,7 @@ import rudderstack.analytics.request
 import segment.analytics
 import segment.analytics.request
 
-from .live import LiveServer
+from .live import LiveServer, person_of, quoted, running, stored_events
 
 SDKS: dict[str, types.ModuleType] = {"segment": segment.analytics, "rudderstack": rudderstack.analytics}
 SESSIONS: dict[str, requests.Session] = {
@@ -59,13 +59,8 @@ by_variant = pytest.mark.parametrize("variant", VARIANTS, ids=[variant.id for va
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path_factory.mktemp("sdk-server"))
-    live.make_keys()
-    live.start()
-    try:
+    with running(tmp_path_factory.mktemp("sdk-server")) as live:
         yield live
-    finally:
-        live.stop()
 
 
 @dataclass
@@ -170,18 +165,10 @@ def ids_for(variant: Variant, test: str) -> types.SimpleNamespace:
     )
 
 
-def quoted(values: list[str]) -> str:
-    return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
-
-
 def stored(server: LiveServer, event_ids: list[str]) -> dict[str, dict[str, Any]]:
-    columns = ["event_id", "type", "event", "person_id", "anonymous_id", "user_id", "properties", "url", "path", "timestamp"]
-    rows = server.sql(f"SELECT {', '.join(columns)} FROM events WHERE event_id IN ({quoted(event_ids)})")
-    by_id: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        assert row[0] not in by_id, f"event {row[0]} is stored more than once"
-        by_id[row[0]] = dict(zip(columns, row, strict=True))
-    return by_id
+    return stored_events(
+        server, event_ids, ["type", "event", "person_id", "anonymous_id", "user_id", "properties", "url", "path", "timestamp"]
+    )
 
 
 def events_of(server: LiveServer, people: list[str]) -> int:
@@ -189,11 +176,6 @@ def events_of(server: LiveServer, people: list[str]) -> int:
     ids = quoted(people)
     [[count]] = server.sql(f"SELECT count(*) FROM events WHERE anonymous_id IN ({ids}) OR user_id IN ({ids})")
     return int(count)
-
-
-def person_of(server: LiveServer, kind: str, value: str) -> str:
-    [[person]] = server.sql(f"SELECT person_id FROM identities WHERE kind = '{kind}' AND value = {quoted([value])}")
-    return str(person)
 
 
 def stored_time(text: str) -> datetime:

@@ -160,13 +160,18 @@ def _load_simulation(database: Database, users: int, days: int, seed: int, truth
 @click.option("--users", default=3000, show_default=True, type=click.IntRange(1), help="Simulated users.")
 @click.option("--days", default=30, show_default=True, type=click.IntRange(1), help="Days of traffic.")
 @click.option("--seed", default=7, show_default=True, type=click.IntRange(0), help="Random seed (same seed, same world).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port of the demo shop on 127.0.0.1.")
+@click.option("--no-serve", is_flag=True, help="Stop after the summary instead of serving the demo shop.")
 @click.pass_obj
-def demo(obj: Context, users: int, days: int, seed: int) -> None:
-    """Simulate a month of shop traffic into a fresh store and summarise it.
+def demo(obj: Context, users: int, days: int, seed: int, port: int, no_serve: bool) -> None:
+    """Simulate a month of shop traffic into a fresh store, summarise it, then
+    serve a demo shop instrumented with footfall.js at http://127.0.0.1:8000/.
 
     Uses ./footfall-demo unless --data-dir is given, and recreates it each run.
     """
     path = resolve_data_dir(obj.data_dir_option or DEMO_DIR)
+    if not no_serve:
+        _check_port("127.0.0.1", port)  # before minutes of work, not after
     _prepare_demo_dir(path)
     with Database.open(path) as database:
         loaded, _, seconds = _load_simulation(database, users, days, seed, path / "ground_truth")
@@ -176,6 +181,15 @@ def demo(obj: Context, users: int, days: int, seed: int) -> None:
         f"\nGround truth (persona, churn, next action per user) is in {path / 'ground_truth'}.\n"
         f'Explore: footfall --data-dir {path} sql "SELECT event, count(*) FROM events GROUP BY ALL ORDER BY 2 DESC"'
     )
+    if no_serve:
+        return
+    url = f"http://127.0.0.1:{port}/"
+    console.print(
+        f"\n[bold]Demo shop[/bold] at {url} — browse it and watch your own events arrive in its side panel;"
+        f" they land in the same store (footfall --data-dir {path} sql ... from another terminal).\nCtrl-C to stop.",
+        highlight=False,
+    )
+    _run_server(path, "127.0.0.1", port, "warning", demo_site=True)
 
 
 @cli.command()
@@ -389,25 +403,54 @@ def info(obj: Context) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--demo-site", is_flag=True, help="Also serve the demo shop, instrumented with footfall.js, at /.")
+@click.option(
+    "--demo-write-key", metavar="KEY",
+    help="Write key for the demo shop's tracker (default: one made for the source 'demo-shop', kept in the data directory).",
+)
 @click.pass_obj
-def serve(obj: Context, host: str, port: int, log_level: str) -> None:
+def serve(obj: Context, host: str, port: int, log_level: str, demo_site: bool, demo_write_key: str | None) -> None:
     """Run the Footfall server: the collector (Segment-compatible /v1/batch,
-    /v1/track, ...), its intake worker, /metrics and the read API.
+    /v1/track, ...) and the browser tracker at /static/footfall.js, its intake
+    worker, /metrics and the read API.
 
     Events are sent with a write key (`footfall keys create --kind write`). The
     store side runs in a child process, so collecting and storing each get a core.
     """
+    if demo_write_key is not None and not demo_site:
+        raise click.UsageError("--demo-write-key goes with --demo-site")
+    _check_port(host, port)
+    _run_server(obj.data_dir, host, port, log_level, demo_site=demo_site, demo_key=demo_write_key)
+
+
+def _check_port(host: str, port: int) -> None:
+    """A clear error now for a port that is taken, rather than a log line from uvicorn later."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise FootfallError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another port with --port") from None
+
+
+def _run_server(
+    path: Path, host: str, port: int, log_level: str, *, demo_site: bool = False, demo_key: str | None = None
+) -> None:
     import uvicorn
 
     from footfall.api.app import create_front_app
     from footfall.api.local import publish, withdraw
     from footfall.api.service import FrontService, new_admin_token
+    from footfall.tracker.demo_site import DemoSite, demo_write_key
 
-    path = obj.data_dir
     init_data_dir(path)
     token = new_admin_token()
     front = FrontService(path, admin_token=token)
     try:
+        site = DemoSite(demo_write_key(path, front.keys, demo_key)) if demo_site else None
         front.start()
     except BaseException:
         front.close()
@@ -421,7 +464,8 @@ def serve(obj: Context, host: str, port: int, log_level: str) -> None:
 
     try:
         publish(path, f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}", token)
-        uvicorn.run(create_front_app(front, on_shutdown=shutdown), host=host, port=port, log_level=log_level, access_log=False)
+        app = create_front_app(front, on_shutdown=shutdown, demo_site=site)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
     finally:
         shutdown()
 

@@ -1,9 +1,11 @@
 """The ASGI application behind ``footfall serve``.
 
 It serves the collector (Segment-compatible write endpoints, see
-``footfall.api.collector``), ``/metrics`` for Prometheus, read-only SQL, and
-the dead-letter admin routes. Routes parse input, call one service, and format
-output; every error is JSON with a code, never an HTML page or a bare 500.
+``footfall.api.collector``) with the browser tracker ``footfall.js``,
+``/metrics`` for Prometheus, read-only SQL, the dead-letter admin routes and,
+when asked, the demo shop (``footfall.api.browser``). Routes parse input, call
+one service, and format output; every error is JSON with a code, never an HTML
+page or a bare 500.
 
 Reads and admin need a secret key (``Authorization: Bearer ffs_...``) or the
 server's own admin token (which the local CLI takes from ``server.json``);
@@ -32,12 +34,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from footfall import __version__
+from footfall.api import browser
 from footfall.api.responses import error_response, json_response
-from footfall.errors import FootfallError
+from footfall.errors import FootfallError, StoreError
+from footfall.store.backend import QueryResult
 from footfall.store.database import Database
 
 if TYPE_CHECKING:
     from footfall.api.service import FrontService, StoreService
+    from footfall.tracker.demo_site import DemoSite
 
 log = logging.getLogger("footfall.api")
 
@@ -58,13 +63,15 @@ def create_app(
     admin_token: str,
     on_shutdown: Callable[[], None] | None = None,
     service: StoreService | None = None,
+    demo_site: DemoSite | None = None,
 ) -> Starlette:
     """An app over one open database. ``admin_token`` guards reads for the local CLI.
 
     With a ``service``, its metrics and dead-letter routes are served too, and
-    the collector if it has one. ``on_shutdown`` runs during a graceful stop
-    (uvicorn re-raises SIGTERM after its shutdown, so code after
-    ``uvicorn.run`` may never run).
+    the collector (with ``footfall.js``) if it has one; with a ``demo_site``,
+    the demo shop. ``on_shutdown`` runs during a graceful stop (uvicorn
+    re-raises SIGTERM after its shutdown, so code after ``uvicorn.run`` may
+    never run).
     """
 
     def authorised(request: Request) -> bool:
@@ -117,26 +124,32 @@ def create_app(
     ]
     if service is not None:
         if service.collector is not None:
-            routes += service.collector.routes()
+            routes += service.collector.routes() + browser.tracker_routes()
         routes += _service_routes(service, authorised, unauthorised)
+    if demo_site is not None:
+
+        async def read(query: str) -> QueryResult:
+            return await run_in_threadpool(database.read_only_query, query)
+
+        routes += browser.demo_site_routes(demo_site, read)
     return _application(routes, on_shutdown)
 
 
-def create_front_app(front: FrontService, on_shutdown: Callable[[], None] | None = None) -> Starlette:
-    """The app of ``footfall serve``: the collector here, reads and admin passed
-    to the store process (which checks the keys), metrics from both."""
+def create_front_app(
+    front: FrontService, on_shutdown: Callable[[], None] | None = None, demo_site: DemoSite | None = None
+) -> Starlette:
+    """The app of ``footfall serve``: the collector and ``footfall.js`` here,
+    reads and admin passed to the store process (which checks the keys),
+    metrics from both; with a ``demo_site``, the demo shop."""
     from footfall.api.service import unix_request
 
     registry = CollectorRegistry(auto_describe=False)
     for collector in front.metrics():
         registry.register(collector)
 
-    async def store(method: str, target: str, request: Request | None = None) -> Response:
-        headers = {}
-        body = None
-        if request is not None:
-            headers = {name: request.headers[name] for name in ("authorization", "content-type", "accept") if name in request.headers}
-            body = await request.body()
+    async def store(
+        method: str, target: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Response:
         try:
             status, content_type, answer = await run_in_threadpool(
                 unix_request, front.socket_path, method, target, body=body, headers=headers
@@ -149,7 +162,8 @@ def create_front_app(front: FrontService, on_shutdown: Callable[[], None] | None
 
     async def passed_on(request: Request) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return await store(request.method, target, request)
+        headers = {name: request.headers[name] for name in ("authorization", "content-type", "accept") if name in request.headers}
+        return await store(request.method, target, await request.body(), headers)
 
     async def health(request: Request) -> Response:
         answer = await store("GET", "/health")
@@ -161,13 +175,30 @@ def create_front_app(front: FrontService, on_shutdown: Callable[[], None] | None
         worker = bytes(answer.body) if answer.status_code == 200 else b""
         return Response(generate_latest(registry) + worker, media_type=CONTENT_TYPE_LATEST)
 
+    async def read(query: str) -> QueryResult:
+        """A read on the store process, as the server itself (its admin token)."""
+        answer = await store(
+            "POST", "/v1/sql", msgspec.json.encode({"sql": query}),
+            {"authorization": f"Bearer {front.store.admin_token}", "content-type": "application/json"},
+        )
+        try:
+            body = msgspec.json.decode(answer.body)
+        except msgspec.DecodeError:
+            body = {}
+        if answer.status_code != 200 or "rows" not in body:
+            raise StoreError(body.get("error", {}).get("message", f"the store answered HTTP {answer.status_code}"))
+        return QueryResult(body["columns"], [tuple(row) for row in body["rows"]])
+
     routes = [
         *front.collector.routes(),
+        *browser.tracker_routes(),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/sql", passed_on, methods=["POST"]),
         Route("/v1/admin/{rest:path}", passed_on, methods=["GET", "POST"]),
     ]
+    if demo_site is not None:
+        routes += browser.demo_site_routes(demo_site, read)
     return _application(routes, on_shutdown)
 
 
@@ -201,6 +232,7 @@ def _application(routes: list[Route], on_shutdown: Callable[[], None] | None) ->
                 allow_origins=["*"],
                 allow_methods=["GET", "POST"],
                 allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Footfall-Write-Key"],
+                expose_headers=["Retry-After"],  # footfall.js waits as long as it says
                 max_age=86400,
             )
         ],

@@ -1,0 +1,647 @@
+"""footfall.js in a real browser (Debian's chromium, driven by Playwright)
+against a real ``footfall serve``, checked by what the store then holds.
+
+The test page is served from another origin (its own port) than the
+collector, as on a real site, so every send crosses origins; the demo shop is
+served by the collector itself (``--demo-site``), so it covers the same-origin
+case. Each test gets a fresh browser context: its own storage, its own
+anonymous id, by which its events are found.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from footfall import __version__
+from footfall.tracker import tracker_script
+
+from .live import LiveServer, running
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, Page
+
+CHROMIUM = Path("/usr/bin/chromium")
+REQUIRED = bool(os.environ.get("FOOTFALL_REQUIRE_CHROMIUM"))  # set by .ci/run: skipping is not an option there
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists() and not REQUIRED,
+    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium); CI installs it",
+)
+
+Row = dict[str, Any]
+COLUMNS = (
+    "event_id", "type", "event", "user_id", "properties", "path", "url", "title", "referrer",
+    "library", "x", "y", "viewport_width", "viewport_height",
+)
+
+TEST_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Tracker test</title>
+<link rel="icon" href="data:,">
+<style>
+  body { margin: 0; font: 16px sans-serif; }
+  #hero { height: 300px; background: #eef; }
+  #hover-target { width: 240px; height: 80px; margin: 20px; background: #fee; }
+  .spacer { height: 2600px; }
+  #footer { height: 400px; background: #efe; }
+</style>
+<script src="__COLLECTOR__/static/footfall.js"></script>
+<script>
+  footfall.init("__WRITE_KEY__", Object.assign({ host: "__COLLECTOR__", flushInterval: 200 }, window.FF_OPTIONS || {}));
+</script>
+</head>
+<body>
+<section id="hero" data-ff-section="hero">
+  <nav><a id="to-b" href="/b" data-ff="to-b">Go to B</a> <a id="to-c" href="/c">Go to C</a></nav>
+  <button id="buy" data-ff="buy-button">Buy <span data-ff-ignore>hidden-label-5521</span> now</button>
+  <button id="like" data-ff="like">Like</button>
+  <div id="plain">Not a link</div>
+</section>
+<div id="hover-target" data-ff-hover="promo">Hover me</div>
+<form id="signup" action="/signup" method="post" data-ff="signup">
+  <input id="email" name="email" type="email">
+  <input id="password" name="password" type="password">
+  <textarea id="note" name="note"></textarea>
+  <button id="submit" type="submit">Sign up</button>
+</form>
+<div id="private" data-ff-ignore><button id="private-button" data-ff="private">Private area</button></div>
+<div class="spacer"></div>
+<section id="footer" data-ff-section="footer">Footer</section>
+<script>
+  // A tiny single-page app: links change the view with history.pushState.
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest("a");
+    if (!link) return;
+    event.preventDefault();
+    history.pushState({}, "", link.getAttribute("href"));
+    document.title = "Page " + link.getAttribute("href");
+  });
+  document.getElementById("signup").addEventListener("submit", (event) => event.preventDefault());
+</script>
+</body>
+</html>
+"""
+
+# Makes the page believe it was hidden or shown (headless pages are always visible).
+SET_VISIBILITY = """state => {
+  Object.defineProperty(document, "visibilityState", { value: state, configurable: true });
+  Object.defineProperty(document, "hidden", { value: state === "hidden", configurable: true });
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+# Counts the page's fetch calls to the collector, to tell them from beacons.
+COUNT_FETCHES = """
+window.__fetches = 0;
+const originalFetch = window.fetch;
+window.fetch = function (url, ...rest) {
+  if (String(url).includes("/v1/batch")) window.__fetches += 1;
+  return originalFetch.call(this, url, ...rest);
+};
+"""
+
+
+class PageSite:
+    """The test page on its own port: another origin than the collector. Every path
+    serves the same page (it is a single-page app)."""
+
+    def __init__(self, collector: str, write_key: str) -> None:
+        page = TEST_PAGE.replace("__COLLECTOR__", collector).replace("__WRITE_KEY__", write_key).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with running(tmp_path_factory.mktemp("tracker-server"), demo_site=True) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def site(server: LiveServer) -> Iterator[PageSite]:
+    test_site = PageSite(server.url, server.write_key)
+    yield test_site
+    test_site.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail("FOOTFALL_REQUIRE_CHROMIUM is set but /usr/bin/chromium is missing: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    fresh = browser.new_context(viewport={"width": 1280, "height": 720})
+    yield fresh
+    fresh.close()
+
+
+def open_page(context: BrowserContext, url: str, **options: Any) -> Page:
+    """A page with the tracker initialised with ``options`` on top of the test page's."""
+    page = context.new_page()
+    page.add_init_script(f"window.FF_OPTIONS = {json.dumps(options)};")
+    page.goto(url)
+    page.wait_for_function("window.footfall && footfall.anonymousId()")
+    return page
+
+
+def stored(
+    server: LiveServer, anonymous_id: str, until: Callable[[list[Row]], bool], timeout: float = 15.0
+) -> list[Row]:
+    """The events of one anonymous id in time order, once ``until`` holds for them."""
+    query = (
+        f"SELECT {', '.join(COLUMNS)} FROM events WHERE anonymous_id = '{anonymous_id}'"
+        " ORDER BY timestamp, received_at"
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [dict(zip(COLUMNS, row, strict=True)) for row in server.sql(query)]
+        for row in rows:
+            row["properties"] = json.loads(row["properties"])
+        if until(rows):
+            return rows
+        if time.monotonic() > deadline:
+            summary = [(row["event"], row["path"], row["properties"]) for row in rows]
+            raise AssertionError(f"the store never held what was expected; it holds {summary}")
+        time.sleep(0.1)
+
+
+def named(rows: list[Row], event: str) -> list[Row]:
+    return [row for row in rows if row["event"] == event]
+
+
+def has(event: str, count: int = 1) -> Callable[[list[Row]], bool]:
+    return lambda rows: len(named(rows, event)) >= count
+
+
+def page_box(page: Page, selector: str) -> dict[str, float]:
+    """An element's box in page coordinates (independent of scrolling)."""
+    box: dict[str, float] = page.eval_on_selector(
+        selector,
+        "e => { const r = e.getBoundingClientRect();"
+        " return {left: r.left + scrollX, top: r.top + scrollY, width: r.width, height: r.height,"
+        " border_left: e.clientLeft, border_top: e.clientTop}; }",
+    )
+    return box
+
+
+def batch_requests(page: Page) -> list[str]:
+    """The URLs of the page's requests to the collector's batch endpoint, as they happen."""
+    seen: list[str] = []
+    page.on("request", lambda request: seen.append(request.url) if "/v1/batch" in request.url else None)
+    return seen
+
+
+# -- the script itself ----------------------------------------------------------------
+
+
+def test_the_script_is_served_gzipped_cached_and_within_budget(server: LiveServer) -> None:
+    request = urllib.request.Request(f"{server.url}/static/footfall.js", headers={"Accept-Encoding": "gzip, br"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read()
+        headers = response.headers
+    assert headers["Content-Type"].startswith("text/javascript")
+    assert headers["Content-Encoding"] == "gzip"
+    assert "max-age" in headers["Cache-Control"]
+    assert "Accept-Encoding" in headers["Vary"]
+    assert gzip.decompress(body) == tracker_script()
+    assert len(body) < 8 * 1024, f"footfall.js is {len(body):,} bytes gzipped; the budget is 8 KB"
+
+    again = urllib.request.Request(
+        f"{server.url}/static/footfall.js", headers={"Accept-Encoding": "gzip", "If-None-Match": headers["ETag"]}
+    )
+    with pytest.raises(urllib.error.HTTPError) as not_modified:
+        urllib.request.urlopen(again, timeout=10)
+    assert not_modified.value.code == 304
+    not_modified.value.close()
+
+    with urllib.request.urlopen(f"{server.url}/static/footfall.js", timeout=10) as plain:
+        assert plain.headers["Content-Encoding"] is None
+        assert plain.read() == tracker_script()
+
+
+# -- automatic events, across origins -----------------------------------------------
+
+
+def test_page_view_scroll_depth_and_a_click_with_its_coordinates(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    page = open_page(context, site.url + "/")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+    page.wait_for_timeout(300)
+    # Left of the middle: the label's data-ff-ignore part is ignored, clicks on it too.
+    page.click("#buy", position={"x": 6, "y": 10})
+    box = page_box(page, "#buy")
+    page.evaluate("footfall.flush()")
+
+    rows = stored(server, anonymous_id, lambda rows: has("click")(rows) and len(named(rows, "scroll")) == 4)
+    (view,) = named(rows, "page_view")
+    assert view["type"] == "page"
+    assert (view["path"], view["title"], view["url"]) == ("/", "Tracker test", site.url + "/")
+    assert view["properties"] == {"signal": "passive"}
+    assert view["library"] == f"footfall.js/{__version__}"
+    assert sorted(row["properties"]["depth"] for row in named(rows, "scroll")) == [25, 50, 75, 100]
+    assert {row["properties"]["signal"] for row in named(rows, "scroll")} == {"passive"}
+
+    (click,) = named(rows, "click")
+    properties = click["properties"]
+    assert properties["signal"] == "active"
+    assert (properties["element"], properties["tag"], properties["selector"]) == ("buy-button", "button", "#buy")
+    assert properties["text"] == "Buy now"  # the data-ff-ignore part of the label is left out
+    # Page coordinates of where Playwright clicked (relative to the padding box), whatever the scroll.
+    assert abs(click["x"] - (box["left"] + box["border_left"] + 6)) <= 1
+    assert abs(click["y"] - (box["top"] + box["border_top"] + 10)) <= 1
+    assert (click["viewport_width"], click["viewport_height"]) == (1280, 720)
+    page_height = page.evaluate("document.documentElement.scrollHeight")
+    assert (properties["page_width"], properties["page_height"]) == (1280, page_height)
+    assert (properties["x"], properties["y"]) == (click["x"], click["y"])
+
+
+def test_single_page_app_history_changes_are_page_views(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    page = open_page(context, site.url + "/")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    page.wait_for_timeout(400)
+    page.click("#to-b")  # pushState
+    page.wait_for_timeout(100)
+    page.evaluate("history.replaceState({}, '', '/b')")  # same address: not a new page
+    page.go_back()  # popstate, back to /
+    page.wait_for_timeout(100)
+    page.evaluate("history.replaceState({}, '', '/c?tab=2')")
+    page.wait_for_timeout(100)
+    page.evaluate("footfall.flush()")
+
+    rows = stored(server, anonymous_id, has("page_view", 4))
+    views = named(rows, "page_view")
+    assert [(row["path"], row["url"]) for row in views] == [
+        ("/", site.url + "/"), ("/b", site.url + "/b"), ("/", site.url + "/"), ("/c", site.url + "/c?tab=2"),
+    ]
+    assert views[1]["title"] == "Page /b"  # read after the app changed it
+    assert views[1]["referrer"] == site.url + "/"  # the page it came from
+    leaves = named(rows, "page_leave")
+    assert [row["path"] for row in leaves] == ["/", "/b", "/"]
+    assert 300 <= leaves[0]["properties"]["dwell_ms"] <= 2000
+
+
+def test_hover_duration_and_section_visibility(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    page = open_page(context, site.url + "/")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    page.hover("#hover-target")
+    page.wait_for_timeout(700)
+    page.mouse.move(1200, 700)  # away from it
+    page.wait_for_timeout(300)
+    started = time.monotonic()
+    page.evaluate("document.getElementById('footer').scrollIntoView()")  # the hero leaves the screen
+    page.wait_for_timeout(1000)
+    page.evaluate("history.pushState({}, '', '/next')")  # leaving the page reports its sections
+    footer_ms = (time.monotonic() - started) * 1000
+    page.evaluate("footfall.flush()")
+
+    rows = stored(server, anonymous_id, has("section_view", 2))
+    (hover,) = named(rows, "hover")
+    assert hover["properties"]["element"] == "promo"
+    assert hover["properties"]["signal"] == "passive"
+    assert 600 <= hover["properties"]["duration_ms"] <= 1300
+    sections = {row["properties"]["section"]: row["properties"] for row in named(rows, "section_view")}
+    assert set(sections) == {"hero", "footer"}
+    assert 900 <= sections["hero"]["visible_ms"] <= 2500  # from load until scrolled away
+    assert abs(sections["footer"]["visible_ms"] - footer_ms) <= 400
+    assert {properties["signal"] for properties in sections.values()} == {"passive"}
+
+
+def test_rage_clicks(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    page = open_page(context, site.url + "/")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    page.click("#plain", click_count=4)  # four clicks in well under a second, on one spot
+    page.wait_for_timeout(1100)  # a burst ends a second after its last click
+    page.dblclick("#like")  # two clicks: impatience, not rage
+    page.wait_for_timeout(1100)
+    page.evaluate("footfall.flush()")
+
+    rows = stored(server, anonymous_id, lambda rows: has("rage_click")(rows) and has("click", 2)(rows))
+    (rage,) = named(rows, "rage_click")
+    assert rage["properties"]["clicks"] == 4
+    assert rage["properties"]["selector"] == "#plain"
+    assert rage["properties"]["signal"] == "active"
+    box = page_box(page, "#plain")
+    assert box["left"] <= rage["x"] <= box["left"] + box["width"]
+    assert [row["properties"]["element"] for row in named(rows, "click")] == ["like", "like"]
+
+
+def test_form_submits_never_carry_what_was_typed(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    secrets = ("secret-mail-7731@example.com", "hunter2-secret-pw", "secret-note-4410")
+    page = open_page(context, site.url + "/")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    page.fill("#email", secrets[0])
+    page.fill("#password", secrets[1])
+    page.fill("#note", secrets[2])
+    page.click("#password")
+    page.click("#submit")
+    page.click("#private-button")  # inside data-ff-ignore
+    page.click("#private-button", click_count=3)
+    page.wait_for_timeout(1200)
+    queued = page.evaluate("JSON.stringify(localStorage)")
+    page.evaluate("footfall.flush()")
+
+    rows = stored(server, anonymous_id, has("form_submit"))
+    (submit,) = named(rows, "form_submit")
+    assert submit["properties"] == {
+        "signal": "active", "form": "signup", "selector": "#signup", "action": "/signup", "method": "post", "fields": 3,
+    }
+    clicked = [row["properties"]["element"] for row in named(rows, "click")]
+    assert clicked == ["#submit"]  # not the password field, nothing in the ignored area
+    assert not named(rows, "rage_click")
+    everything = json.dumps(server.sql(f"SELECT * FROM events WHERE anonymous_id = '{anonymous_id}'"))
+    everything += json.dumps(server.sql("SELECT * FROM dead_letters"))
+    for secret in (*secrets, "hidden-label-5521", "Private area"):
+        assert secret not in everything
+        assert secret not in queued
+
+
+# -- delivery: offline, retries, the last beacon -------------------------------------
+
+
+def test_events_queued_offline_arrive_once_back_online(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    page = open_page(context, site.url + "/")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    stored(server, anonymous_id, has("page_view"))
+    context.set_offline(True)
+    for number in range(5):
+        page.evaluate(f"footfall.track('offline_event', {{number: {number}}})")
+    page.wait_for_timeout(800)  # sends fail and back off
+    assert "offline_event" in page.evaluate("JSON.stringify(localStorage)")
+    context.set_offline(False)  # "online": sent at once
+
+    rows = stored(server, anonymous_id, has("offline_event", 5))
+    page.wait_for_timeout(500)
+    rows = stored(server, anonymous_id, has("offline_event", 5))
+    events = named(rows, "offline_event")
+    assert sorted(row["properties"]["number"] for row in events) == [0, 1, 2, 3, 4]
+    assert len({row["event_id"] for row in rows}) == len(rows)
+    assert {row["properties"]["signal"] for row in events} == {"active"}  # track adds it unless given
+
+
+def test_a_page_closed_offline_leaves_its_events_to_the_next_page(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    page = open_page(context, site.url + "/")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    stored(server, anonymous_id, has("page_view"))
+    context.set_offline(True)
+    page.evaluate("footfall.track('written_offline')")
+    page.close()  # the beacon would be lost offline, so the events stay in localStorage
+    context.set_offline(False)
+    later = open_page(context, site.url + "/later")
+    assert later.evaluate("footfall.anonymousId()") == anonymous_id
+
+    rows = stored(server, anonymous_id, lambda rows: has("written_offline")(rows) and has("page_view", 2)(rows))
+    assert len(named(rows, "written_offline")) == 1
+    assert [row["path"] for row in named(rows, "page_leave")][:1] == ["/"]
+
+
+def test_retries_after_503_and_drops_after_400(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    page = context.new_page()
+    answers = ["503", "pass"]  # then every request passes
+    calls: list[str] = []
+
+    def collector(route: Any) -> None:
+        answer = answers.pop(0) if answers else "pass"
+        calls.append(answer)
+        if answer == "pass":
+            route.continue_()
+        else:
+            route.fulfill(status=int(answer), body="{}", headers={"Access-Control-Allow-Origin": "*"})
+
+    page.route(f"{server.url}/v1/batch", collector)
+    page.goto(site.url + "/")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    # Route handlers run only while Playwright has control: wait in the page, not in time.sleep.
+    deadline = time.monotonic() + 10
+    while len(calls) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    rows = stored(server, anonymous_id, has("page_view"))
+    assert calls[:2] == ["503", "pass"]
+    assert len(named(rows, "page_view")) == 1
+
+    answers.extend(["400"] * 10)
+    before = len(calls)
+    page.evaluate("footfall.track('refused')")
+    page.wait_for_timeout(1500)  # a retry would have come within a second
+    assert calls[before:] == ["400"]
+    assert "refused" not in page.evaluate("JSON.stringify(localStorage)")
+
+
+def test_page_leave_counts_visible_time_only_and_goes_by_beacon(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    context.add_init_script(COUNT_FETCHES)
+    # No timed or size-triggered sends: only beacons (on hiding and on leaving) can deliver.
+    page = open_page(context, site.url + "/", flushInterval=600_000, flushAt=1000)
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    started = time.monotonic()
+    page.wait_for_timeout(800)
+    page.evaluate(f"({SET_VISIBILITY})('hidden')")
+    hidden_at = time.monotonic()
+    page.wait_for_timeout(1000)
+    page.evaluate(f"({SET_VISIBILITY})('visible')")
+    hidden_s = time.monotonic() - hidden_at
+    page.wait_for_timeout(400)
+    assert page.evaluate("window.__fetches") == 0
+    page.close()
+    visible_ms = (time.monotonic() - started - hidden_s) * 1000
+
+    rows = stored(server, anonymous_id, has("page_leave"))
+    (leave,) = named(rows, "page_leave")
+    assert abs(leave["properties"]["dwell_ms"] - visible_ms) <= 400, (leave["properties"], visible_ms)
+    assert leave["properties"]["max_scroll"] > 0
+    assert leave["properties"]["signal"] == "passive"
+    assert len(named(rows, "page_view")) == 1  # beaconed when the page was hidden, once
+
+
+# -- identity and consent -----------------------------------------------------------------
+
+
+def test_identify_alias_and_reset(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    page = open_page(context, site.url + "/")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    page.evaluate("footfall.identify('user-42', {plan: 'pro'})")
+    page.evaluate("footfall.track('after_identify')")
+    page.evaluate("footfall.alias('user-42-new')")
+    page.evaluate("footfall.reset()")
+    page.evaluate("footfall.track('after_reset')")
+    new_id = page.evaluate("footfall.anonymousId()")
+    assert new_id != anonymous_id
+    page.evaluate("footfall.flush()")
+
+    rows = stored(server, anonymous_id, has("alias"))
+    (identify,) = named(rows, "identify")
+    assert identify["user_id"] == "user-42"
+    assert identify["properties"] == {"plan": "pro"}  # traits carry no "signal"
+    assert named(rows, "after_identify")[0]["user_id"] == "user-42"
+    (alias,) = named(rows, "alias")
+    assert (alias["user_id"], alias["properties"]["previous_id"]) == ("user-42-new", "user-42")
+    (after_reset,) = named(stored(server, new_id, has("after_reset")), "after_reset")
+    assert after_reset["user_id"] is None
+    # A new page in the same browser keeps the id.
+    assert open_page(context, site.url + "/").evaluate("footfall.anonymousId()") == new_id
+
+
+@pytest.mark.parametrize("persistence", ["cookie", "memory"])
+def test_where_the_ids_are_kept(context: BrowserContext, site: PageSite, persistence: str) -> None:
+    page = open_page(context, site.url + "/", persistence=persistence)
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    page.evaluate("footfall.identify('user-7')")
+    stored_keys = page.evaluate("Object.keys(localStorage)")
+    cookie = page.evaluate("document.cookie")
+    page.close()
+    again = open_page(context, site.url + "/", persistence=persistence)
+    if persistence == "cookie":
+        assert f"ff_aid={anonymous_id}" in cookie
+        assert "ff_uid=user-7" in cookie
+        assert not {"ff_aid", "ff_uid"} & set(stored_keys)  # the queue may still be in localStorage
+        assert (again.evaluate("footfall.anonymousId()"), again.evaluate("footfall.userId()")) == (anonymous_id, "user-7")
+    else:
+        assert (stored_keys, cookie) == ([], "")  # nothing kept, not even a queue
+        assert again.evaluate("footfall.anonymousId()") != anonymous_id
+        assert again.evaluate("footfall.userId()") is None
+
+
+def test_opt_out_sends_nothing(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    page = open_page(context, site.url + "/")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    stored(server, anonymous_id, has("page_view"))
+    page.evaluate("footfall.optOut()")
+    sent = batch_requests(page)
+    page.click("#like")
+    page.evaluate("footfall.track('after_opt_out')")
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+    page.wait_for_timeout(600)
+    assert page.evaluate("footfall.consent()") == "denied"
+    assert not [key for key in page.evaluate("Object.keys(localStorage)") if key != "ff_consent"]
+    page.close()  # no beacon either
+
+    again = context.new_page()
+    sent_again = batch_requests(again)
+    again.goto(site.url + "/")
+    again.click("#like")
+    again.wait_for_timeout(600)
+    assert again.evaluate("footfall.consent()") == "denied"
+    second_id = again.evaluate("footfall.anonymousId()")
+    again.close()
+    server.wait_until_stored()
+    assert sent == []
+    assert sent_again == []
+    rows = stored(server, anonymous_id, lambda rows: True)
+    assert [row["event"] for row in rows] == ["page_view"]  # only what was sent before opting out
+    assert stored(server, second_id, lambda rows: True) == []
+
+
+def test_require_consent_sends_nothing_until_opt_in(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    page = context.new_page()
+    sent = batch_requests(page)
+    page.add_init_script("window.FF_OPTIONS = {requireConsent: true};")
+    page.goto(site.url + "/")
+    page.click("#like")
+    page.evaluate("footfall.track('before_consent')")
+    page.wait_for_timeout(800)
+    assert page.evaluate("footfall.consent()") == "pending"
+    assert sent == []
+    # Nothing kept in the browser either until consent: no id, no queue.
+    assert page.evaluate("Object.keys(localStorage)") == []
+    assert page.evaluate("document.cookie") == ""
+
+    page.evaluate("footfall.optIn()")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    rows = stored(server, anonymous_id, lambda rows: has("before_consent")(rows) and has("click")(rows))
+    assert len(named(rows, "page_view")) == 1  # what happened before consent, sent once given
+    assert sent
+
+    # The answer is kept: the next page sends without asking again.
+    later = context.new_page()
+    later.add_init_script("window.FF_OPTIONS = {requireConsent: true};")
+    later.goto(site.url + "/again")
+    assert later.evaluate("footfall.consent()") == "granted"
+    stored(server, anonymous_id, has("page_view", 2))
+
+
+# -- the demo shop, same origin as the collector ----------------------------------------
+
+
+def test_demo_shop_journey(context: BrowserContext, server: LiveServer) -> None:
+    secrets = ("secret-search-3090", "Ada Secretname", "ada-secret@example.com", "4242424242424242")
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_function("window.footfall && footfall.anonymousId()")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    assert page.title() == "Footfall demo shop"
+
+    page.fill("input[name=q]", secrets[0])
+    page.press("input[name=q]", "Enter")
+    page.click("a[data-ff=clear-search]")
+    page.click(".card:has(a[href='/product/2']) button.add")
+    page.click("a[href='/product/3']")
+    page.wait_for_selector("h1:has-text('Packable rain shell')")
+    page.click("button.add")
+    page.click("a[data-ff=nav-cart]")
+    page.click("#checkout")
+    page.fill("input[name=name]", secrets[1])
+    page.fill("input[name=email]", secrets[2])
+    page.fill("input[name=card]", secrets[3])
+    page.click("button[type=submit][data-ff=place-order]")
+    page.wait_for_selector("text=Thank you")
+    page.evaluate("footfall.flush()")
+
+    rows = stored(server, anonymous_id, has("purchase"))
+    (purchase,) = named(rows, "purchase")
+    assert purchase["properties"]["revenue"] == 188.5  # 59.50 + 129.00
+    assert sorted(purchase["properties"]["product_ids"]) == ["2", "3"]
+    assert purchase["properties"]["signal"] == "active"
+    assert [row["properties"]["product_id"] for row in named(rows, "add_to_cart")] == ["2", "3"]
+    assert named(rows, "view_product")[0]["properties"]["signal"] == "passive"
+    assert named(rows, "search")[0]["properties"]["results"] == 0
+    assert {row["path"] for row in named(rows, "page_view")} >= {"/", "/product/3", "/cart"}
+    assert {row["properties"]["form"] for row in named(rows, "form_submit")} == {"search", "checkout-form"}
+    everything = json.dumps(server.sql(f"SELECT * FROM events WHERE anonymous_id = '{anonymous_id}'"))
+    for secret in secrets:
+        assert secret not in everything
+
+    # The panel shows this browser's own events, read through /demo/events.
+    page.wait_for_selector("#own-events li:has-text('purchase')", timeout=10_000)
+    with urllib.request.urlopen(f"{server.url}/demo/events?anonymous_id={anonymous_id}", timeout=10) as response:
+        shown = json.loads(response.read())["events"]
+    assert 0 < len(shown) <= 20
+    assert all(set(event) == {"timestamp", "event", "path", "properties"} for event in shown)
