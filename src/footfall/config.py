@@ -90,6 +90,35 @@ class EngagementSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True
             raise ValueError("passive_weight: must be between 0 and 1")
 
 
+class ProfileSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # Rolling windows for per-event counts, in whole hours (see footfall.profiles).
+    windows: list[str] = msgspec.field(default_factory=lambda: ["1d", "7d", "30d"])
+    # Event properties whose latest value each profile keeps.
+    properties: list[str] = msgspec.field(default_factory=list)
+    # The event property summed into a profile's revenue.
+    revenue_property: str = "revenue"
+
+    def __post_init__(self) -> None:
+        if not self.windows:
+            raise ValueError("windows: give at least one window, e.g. [\"7d\"]")
+        for window in self.windows:
+            length = _positive_duration(window, "windows")
+            if length % timedelta(hours=1) or length > timedelta(days=400):
+                raise ValueError(f"windows: {window!r} must be whole hours, up to 400 days (e.g. '36h', '7d')")
+        if len(set(self.windows)) < len(self.windows):
+            raise ValueError("windows: a window is listed twice")
+        for key in [*self.properties, self.revenue_property]:
+            if not re.fullmatch(r"[A-Za-z_$][A-Za-z0-9_$\-]{0,63}", key):
+                raise ValueError(
+                    f"properties / revenue_property: {key!r} is not a property name footfall can track;"
+                    " use a top-level key of letters, digits, '_', '$' or '-'"
+                )
+
+    @property
+    def durations(self) -> dict[str, timedelta]:
+        return {window: parse_duration(window) for window in self.windows}
+
+
 class PrivacySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Zero the last octet of IPv4 addresses (the last 80 bits of IPv6) before storing.
     anonymize_ip: bool = False
@@ -102,6 +131,7 @@ class ProjectConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     intake: IntakeSettings = msgspec.field(default_factory=IntakeSettings)
     engagement: EngagementSettings = msgspec.field(default_factory=EngagementSettings)
     privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
+    profiles: ProfileSettings = msgspec.field(default_factory=ProfileSettings)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", self.project_id):
@@ -137,6 +167,11 @@ page_view = 1.0
 click = 1.0
 add_to_cart = 3.0
 purchase = 5.0
+
+[profiles]
+windows = ["1d", "7d", "30d"]   # rolling windows of the live per-event counts, in whole hours
+properties = []                 # event properties whose latest value a profile keeps, e.g. ["plan"]
+revenue_property = "revenue"    # summed into a profile's revenue
 """
 
 

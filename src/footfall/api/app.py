@@ -196,6 +196,7 @@ def create_front_app(
         Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/sql", passed_on, methods=["POST"]),
         Route("/v1/admin/{rest:path}", passed_on, methods=["GET", "POST"]),
+        Route("/v1/profiles/{identity}", passed_on, methods=["GET"]),
     ]
     if demo_site is not None:
         routes += browser.demo_site_routes(demo_site, read)
@@ -288,8 +289,27 @@ def _service_routes(
             }
         )
 
+    async def profile(request: Request) -> Response:
+        """A person's live profile: by person id, or by ``?kind=user`` /
+        ``?kind=anonymous`` with that identity's value."""
+        if not authorised(request):
+            return unauthorised()
+        identity = request.path_params["identity"]
+        kind = request.query_params.get("kind", "person")
+        if kind not in ("person", "user", "anonymous"):
+            return error_response(400, {"code": "bad_request", "message": f"kind must be person, user or anonymous, not {kind!r}"})
+        profiles = service.worker.profiles
+        if not profiles.loaded:
+            return error_response(503, {"code": "loading", "message": "profiles are being loaded from the store; retry in a moment"})
+        person = identity if kind == "person" else service.worker.pipeline.person_for(kind, identity)
+        view = profiles.view(person) if person is not None else None
+        if view is None:
+            return error_response(404, {"code": "not_found", "message": f"no profile for {kind} {identity!r}"})
+        return Response(msgspec.json.encode(view), media_type="application/json")
+
     return [
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/profiles/{identity}", profile, methods=["GET"]),
         Route("/v1/admin/dead-letters", list_dead_letters, methods=["GET"]),
         Route("/v1/admin/dead-letters/replay", replay_dead_letters, methods=["POST"]),
     ]

@@ -32,6 +32,7 @@ from footfall.intake.admission import IntakeBatch, decode_record
 from footfall.intake.log import IntakeLog, IntakeReader, Record
 from footfall.intake.plans import PlanBook
 from footfall.pipeline import Pipeline
+from footfall.profiles import LiveProfiles
 from footfall.store.database import Database, DeadLetter
 from footfall.store.schema import PLAN_WARNINGS
 
@@ -185,7 +186,8 @@ class IntakeWorker:
         self.intake = intake
         self.database = database
         self.plans = plans
-        self.pipeline = Pipeline(database, remember_ids=True)
+        self.profiles = LiveProfiles(database)
+        self.pipeline = Pipeline(database, remember_ids=True, profiles=self.profiles)
         self.max_records = max_records
         self.truncate_every = truncate_every
         self.stats = WorkerStats()
@@ -254,6 +256,11 @@ class IntakeWorker:
 
     def run(self, idle_wait: float = 0.5, retry_wait: float = 1.0) -> None:
         """Process until ``stop``; store failures are logged and retried, never fatal."""
+        try:
+            with self.lock:
+                self.pipeline.prepare()  # identities and profiles, before the first batch
+        except Exception:
+            log.exception("intake worker: loading state from the store failed; retrying with the first batch")
         while not self._stop.is_set():
             try:
                 if self.process_available():

@@ -24,6 +24,7 @@ from footfall.events.record import EVENT_SCHEMA, TIMESTAMP, Event, conform, even
 from footfall.identity.resolver import IdentityResolver
 from footfall.pipeline.known_ids import KnownIds
 from footfall.pipeline.sessions import SessionTail, assign_sessions, session_id
+from footfall.profiles.live import LiveProfiles
 from footfall.store.database import Database
 from footfall.store.schema import PERSONS
 
@@ -67,11 +68,13 @@ class Pipeline:
     extra reads.
     """
 
-    def __init__(self, database: Database, *, remember_ids: bool = False) -> None:
+    def __init__(self, database: Database, *, remember_ids: bool = False, profiles: LiveProfiles | None = None) -> None:
         """``remember_ids``: keep hashes of the stored ids (``KnownIds``), so
         the duplicate check asks the store only about ids it may hold. Bulk
         loads ask the store every time; a long-running worker remembers, so
-        its checks do not scan a week of events per batch."""
+        its checks do not scan a week of events per batch. ``profiles``, if
+        given, are loaded from the store with the rest of the state and then
+        kept up to date with each batch stored."""
         self.database = database
         self.project_id = database.project_id
         self.gap_ms = int(database.config.sessions.gap.total_seconds() * 1000)
@@ -81,6 +84,8 @@ class Pipeline:
         self.remember_ids = remember_ids
         self._known: KnownIds | None = None
         self._known_loaded = 0
+        self.profiles = profiles
+        self._profiles_loaded = False
 
     def _load_state(self) -> IdentityResolver:
         if self.remember_ids and (self._known is None or len(self._known) > 2 * self._known_loaded + REMEMBERED_IDS_SLACK):
@@ -90,6 +95,9 @@ class Pipeline:
             # up to a day late are checked from memory too.
             self._known = KnownIds.load(self.database, datetime.now(UTC) - self.dedup_window - LATE_EVENTS)
             self._known_loaded = len(self._known)
+        if self.profiles is not None and not self._profiles_loaded:
+            self.profiles.load()
+            self._profiles_loaded = True
         if self._resolver is None:
             self._resolver = IdentityResolver.from_identities(self.project_id, self.database.identity_rows())
             persons = self.database.persons_arrow().to_pylist()
@@ -102,6 +110,18 @@ class Pipeline:
                     tail=SessionTail(_epoch_ms(row["last_session_start"]), _epoch_ms(row["last_seen"])),
                 )
         return self._resolver
+
+    def prepare(self) -> None:
+        """Load the state from the store now rather than with the first batch."""
+        self._load_state()
+
+    def person_for(self, kind: str, value: str) -> str | None:
+        """The person an identity (``"user"`` or ``"anonymous"``) belongs to now
+        (None before the state is loaded)."""
+        resolver = self._resolver
+        if resolver is None:
+            return None
+        return (resolver.by_user if kind == "user" else resolver.by_anonymous).get(value)
 
     def ingest_events(self, events: Iterable[Event]) -> IngestReport:
         return self.ingest(events_to_table(list(events)))
@@ -146,6 +166,8 @@ class Pipeline:
             raise
         if self._known is not None:
             self._known.add(table["event_id"].combine_chunks())
+        if self.profiles is not None:
+            self.profiles.record(table, persons, merges)
         return IngestReport(
             events=table.num_rows,
             duplicates=received - table.num_rows,
