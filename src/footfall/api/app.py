@@ -141,7 +141,9 @@ def create_front_app(
     """The app of ``footfall serve``: the collector and ``footfall.js`` here,
     reads and admin passed to the store process (which checks the keys),
     metrics from both; with a ``demo_site``, the demo shop."""
-    from footfall.api.service import unix_request
+    from footfall.api.service import UnixConnections
+
+    connections = UnixConnections(front.socket_path)
 
     registry = CollectorRegistry(auto_describe=False)
     for collector in front.metrics():
@@ -152,7 +154,7 @@ def create_front_app(
     ) -> Response:
         try:
             status, content_type, answer = await run_in_threadpool(
-                unix_request, front.socket_path, method, target, body=body, headers=headers
+                connections.request, method, target, body=body, headers=headers
             )
         except OSError as exc:
             return error_response(

@@ -283,6 +283,61 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+class UnixConnections:
+    """Keep-alive connections to the store process, reused across requests
+    (a new connection per request cost more than the request itself).
+
+    A request on a kept connection that fails before an answer is tried once
+    more on a new one: the store process may have closed an idle connection or
+    been restarted meanwhile.
+    """
+
+    def __init__(self, path: Path, timeout: float = 300.0, keep: int = 16) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.keep = keep
+        self._idle: list[_UnixConnection] = []
+        self._lock = threading.Lock()
+
+    def request(
+        self, method: str, target: str, *, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, str, bytes]:
+        with self._lock:
+            kept = self._idle.pop() if self._idle else None
+        if kept is not None:
+            try:
+                return self._exchange(kept, method, target, body, headers)
+            except (ConnectionError, http.client.HTTPException, OSError):
+                kept.close()
+        return self._exchange(_UnixConnection(self.path, self.timeout), method, target, body, headers)
+
+    def _exchange(
+        self, connection: _UnixConnection, method: str, target: str, body: bytes | None, headers: dict[str, str] | None
+    ) -> tuple[int, str, bytes]:
+        try:
+            connection.request(method, target, body=body, headers=headers or {})
+            response = connection.getresponse()
+            answer = response.status, response.getheader("content-type", "application/json"), response.read()
+        except BaseException:
+            connection.close()
+            raise
+        kept = False
+        if not response.will_close:
+            with self._lock:
+                if len(self._idle) < self.keep:
+                    self._idle.append(connection)
+                    kept = True
+        if not kept:
+            connection.close()
+        return answer
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+
 def unix_request(
     path: Path, method: str, target: str, *, body: bytes | None = None,
     headers: dict[str, str] | None = None, timeout: float = 300.0,
