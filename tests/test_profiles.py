@@ -3,6 +3,7 @@ one loaded from the store, on both backends."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -10,7 +11,8 @@ import pytest
 
 from footfall.config import EngagementSettings, ProfileSettings, ProjectConfig
 from footfall.pipeline import Pipeline
-from footfall.profiles import LiveProfiles, ProfileView
+from footfall.profiles import LiveProfiles, ProfileBook, ProfileView
+from footfall.profiles.state import StoredEvent
 from footfall.simulate import Simulation, SimulationSpec
 from footfall.store.database import Database
 
@@ -137,3 +139,21 @@ def test_an_unknown_person_has_no_profile(database: Database) -> None:
     assert profiles.view("nobody") is None
     Pipeline(database, profiles=profiles).ingest_events([msg("page", anon="p1", name="Home")])
     assert profiles.view(person_of(database, "anonymous", "p1")) is not None
+
+
+def test_batches_applied_by_groups_equal_events_applied_one_by_one(database: Database) -> None:
+    database.config = ProjectConfig(profiles=ProfileSettings(properties=["product_id"]), engagement=EngagementSettings())
+    profiles = LiveProfiles(database)
+    pipeline = Pipeline(database, profiles=profiles)
+    one_by_one = ProfileBook(database.config.profiles, database.config.engagement)
+    for table in Simulation(SimulationSpec(users=40, days=5, seed=11)).batches(max_rows=400):
+        pipeline.ingest(table)
+    stored = database.query_arrow("SELECT * FROM events ORDER BY received_at, event_id").to_pylist()
+    for row in stored:
+        one_by_one.apply(StoredEvent(row["event_id"], row["person_id"], row["event"], row["session_id"],
+                                     int(row["timestamp"].timestamp() * 1000), json.loads(row["properties"])))
+    for row in database.persons_arrow().to_pylist():
+        one_by_one.set_person(row["person_id"], row["user_id"], json.loads(row["traits"]))
+    now = max(row["timestamp"] for row in stored)
+    expected = {person: one_by_one.view(profile, now) for person, profile in one_by_one.profiles.items()}
+    assert _normalised(profiles.views(now)) == _normalised(expected)

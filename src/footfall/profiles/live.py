@@ -13,11 +13,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from footfall.profiles.state import HOUR_MS, Profile, ProfileBook, ProfileView, StoredEvent, hour_of
+from footfall.profiles.state import HOUR_MS, Profile, ProfileBook, ProfileView, hour_of
 from footfall.store.database import Database
 
 # How often, in stored batches, hours outside every window are dropped.
@@ -119,18 +121,61 @@ class LiveProfiles:
 
     def record(self, events: pa.Table, persons: pa.Table, merges: Sequence[tuple[str, str]]) -> None:
         """Apply a batch the store has just taken: merges first, then its events
-        (with their resolved persons and sessions), then the persons' rows."""
+        (with their resolved persons and sessions), then the persons' rows.
+
+        The same as ``ProfileBook.apply`` per event, done by groups: the
+        properties are decoded only where they may hold what a profile reads."""
         book = self.book
-        keys = (book.settings.revenue_property, *book.settings.properties)
-        needs_signal = set(book.weights.by_event)
-        columns = [events[name].to_pylist() for name in ("event_id", "person_id", "event", "session_id", "properties")]
-        stamps = events["timestamp"].cast(pa.int64()).to_pylist()
+        settings = book.settings
+        people = events["person_id"]
+        stamps = events["timestamp"].cast(pa.int64())
+        texts = events["properties"]
+        passive = self._passive(events["event"], texts, set(book.weights.by_event))
+        by_person = pa.table({"p": people, "t": stamps}).group_by("p", use_threads=False).aggregate(
+            [("t", "min"), ("t", "max"), ([], "count_all")]
+        )
+        sessions = pa.table({"p": people, "s": events["session_id"]}).group_by(["p", "s"], use_threads=False).aggregate([])
+        cells = pa.table(
+            {"p": people, "e": events["event"], "h": pc.multiply(pc.divide(stamps, HOUR_MS), HOUR_MS), "passive": passive}
+        ).group_by(["p", "e", "h", "passive"], use_threads=False).aggregate([([], "count_all")])
+        revenue = self._candidates(texts, settings.revenue_property)
+        latest = {key: self._candidates(texts, key) for key in settings.properties}
         with self._lock:
             book.merge(merges)
-            for (event_id, person, name, session, text), stamp in zip(zip(*columns, strict=True), stamps, strict=True):
-                wanted = name in needs_signal or any(f'"{key}"' in text for key in keys)
-                properties = msgspec.json.decode(text) if wanted else {}
-                book.apply(StoredEvent(event_id, person, name, session, stamp, properties))
+            profiles = book.profiles
+            for person, first, last, count in zip(*(by_person[c].to_pylist() for c in ("p", "t_min", "t_max", "count_all")), strict=True):
+                profile = profiles.get(person)
+                if profile is None:
+                    profile = profiles[person] = Profile(person, first, last)
+                else:
+                    profile.first_seen_ms = min(profile.first_seen_ms, first)
+                    profile.last_seen_ms = max(profile.last_seen_ms, last)
+                profile.events += count
+            for person, session in zip(sessions["p"].to_pylist(), sessions["s"].to_pylist(), strict=True):
+                profiles[person].sessions.add(session)
+            for person, event, hour, is_passive, count in zip(
+                *(cells[c].to_pylist() for c in ("p", "e", "h", "passive", "count_all")), strict=True
+            ):
+                profile = profiles[person]
+                counts = profile.counts.setdefault(event, {})
+                counts[hour] = counts.get(hour, 0) + count
+                weight = book.weights.weight(event, is_passive)
+                if weight:
+                    profile.engagement[hour] = profile.engagement.get(hour, 0.0) + weight * count
+            for row, properties in revenue:
+                amount = properties.get(settings.revenue_property)
+                if isinstance(amount, int | float) and not isinstance(amount, bool):
+                    profiles[people[row].as_py()].revenue += amount
+            for key, rows in latest.items():
+                for row, properties in rows:
+                    value = properties.get(key)
+                    if value is None:
+                        continue
+                    profile = profiles[people[row].as_py()]
+                    when, event_id = stamps[row].as_py(), events["event_id"][row].as_py()
+                    current = profile.last_values.get(key)
+                    if current is None or (when, event_id) > current[:2]:
+                        profile.last_values[key] = (when, event_id, value)
             for person, user_id, traits in zip(
                 persons["person_id"].to_pylist(), persons["user_id"].to_pylist(), persons["traits"].to_pylist(), strict=True
             ):
@@ -138,6 +183,28 @@ class LiveProfiles:
             self._batches += 1
             if self._batches % _FORGET_EVERY == 0:
                 book.forget_old(int(datetime.now(UTC).timestamp() * 1000))
+
+    @staticmethod
+    def _candidates(texts: pa.ChunkedArray, key: str) -> list[tuple[int, dict[str, Any]]]:
+        """(row, decoded properties) of the rows whose JSON may hold ``key`` at the top."""
+        rows = pc.indices_nonzero(pc.match_substring(texts, f'"{key}"')).to_pylist()
+        found = []
+        for row in rows:
+            properties = msgspec.json.decode(texts[row].as_py())
+            if isinstance(properties, dict) and key in properties:
+                found.append((row, properties))
+        return found
+
+    @staticmethod
+    def _passive(names: pa.ChunkedArray, texts: pa.ChunkedArray, weighted: set[str]) -> pa.Array:
+        """Per event: is it weighted and is its top-level ``signal`` ``"passive"``."""
+        flags = [False] * len(texts)
+        if weighted:
+            maybe = pc.and_(pc.is_in(names, value_set=pa.array(sorted(weighted))), pc.match_substring(texts, '"passive"'))
+            for row in pc.indices_nonzero(maybe).to_pylist():
+                properties = msgspec.json.decode(texts[row].as_py())
+                flags[row] = isinstance(properties, dict) and properties.get("signal") == "passive"
+        return pa.array(flags, pa.bool_())
 
     # -- reading ----------------------------------------------------------------------
 
