@@ -1,0 +1,55 @@
+"""Analyses over the event store: each is a frozen spec, a pure compiler to SQL
+for a dialect, and a typed result.
+
+``compile(spec, dialect)`` prints the SQL of any analysis without a database;
+``run(database, spec)`` compiles for the database's engine, executes, and
+builds the result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from footfall.analytics import funnels
+from footfall.analytics.common import DateRange
+from footfall.analytics.conditions import OPERATORS, Filter
+from footfall.analytics.errors import SpecError, UnsupportedFeature
+from footfall.analytics.funnels import Exclusion, FunnelResult, FunnelSpec, FunnelStep
+from footfall.store.database import Database
+
+__all__ = [
+    "OPERATORS",
+    "DateRange",
+    "Exclusion",
+    "Filter",
+    "FunnelResult",
+    "FunnelSpec",
+    "FunnelStep",
+    "SpecError",
+    "UnsupportedFeature",
+    "compile",
+    "run",
+]
+
+# Each spec type and the module that compiles and runs it.
+_ANALYSES: dict[type[Any], Any] = {FunnelSpec: funnels}
+
+
+def _module(spec: object) -> Any:
+    try:
+        return _ANALYSES[type(spec)]
+    except KeyError:
+        known = ", ".join(kind.__name__ for kind in _ANALYSES)
+        raise SpecError("spec", f"not an analysis spec: {type(spec).__name__} (known: {known})") from None
+
+
+def compile(spec: FunnelSpec, dialect: str, *, project_id: str = "default") -> str:
+    """The SQL of an analysis for a dialect ('duckdb' or 'clickhouse')."""
+    sql: str = _module(spec).compile(spec, dialect, project_id=project_id)
+    return sql
+
+
+def run(database: Database, spec: FunnelSpec) -> FunnelResult:
+    """Run an analysis on a database and return its typed result."""
+    result: FunnelResult = _module(spec).run(database, spec)
+    return result

@@ -1,0 +1,124 @@
+"""What differs between DuckDB and ClickHouse in the SQL the analyses write.
+
+One table of templates per dialect; the compilers write everything else once.
+A template is filled with already-rendered SQL fragments:
+
+>>> DUCKDB.render("epoch_ms", x="timestamp")
+'epoch_ms(timestamp)'
+>>> CLICKHOUSE.render("epoch_ms", x="timestamp")
+'toUnixTimestamp64Milli(timestamp)'
+>>> DUCKDB.json_path(("plan", "tier")), CLICKHOUSE.json_path(("plan", "tier"))
+('\\'$."plan"."tier"\\'', "'plan', 'tier'")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from footfall.analytics.errors import UnsupportedFeature
+from footfall.store.dialects import quote_literal
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    templates: Mapping[str, str]
+    # How a JSON path (keys from the root) is written as function arguments.
+    json_path: Callable[[Sequence[str]], str]
+    # Appended to every analysis query (engine settings the SQL relies on).
+    query_suffix: str = ""
+
+    def render(self, template: str, **parts: str) -> str:
+        try:
+            text = self.templates[template]
+        except KeyError:
+            raise UnsupportedFeature(self.name, template) from None
+        return text.format(**parts)
+
+    def quote(self, value: str) -> str:
+        return quote_literal(self.name, value)
+
+    def timestamp(self, value: datetime) -> str:
+        """A UTC timestamp literal comparable with the events' ``timestamp`` column."""
+        text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        return self.render("timestamp", text=text)
+
+
+def _duckdb_json_path(keys: Sequence[str]) -> str:
+    return quote_literal("duckdb", "$" + "".join(f'."{key}"' for key in keys))
+
+
+def _clickhouse_json_path(keys: Sequence[str]) -> str:
+    return ", ".join(quote_literal("clickhouse", key) for key in keys)
+
+
+DUCKDB = Dialect(
+    "duckdb",
+    {
+        "timestamp": "TIMESTAMPTZ '{text}+00'",
+        "epoch_ms": "epoch_ms({x})",
+        # JSON: kinds are tested first so the value functions never see a
+        # value of the wrong kind (a failed cast would be an error).
+        "json_is_string": "coalesce(json_type({doc}, {path}) = 'VARCHAR', false)",
+        "json_is_number": "coalesce(json_type({doc}, {path}) IN ('BIGINT', 'UBIGINT', 'DOUBLE'), false)",
+        "json_is_bool": "coalesce(json_type({doc}, {path}) = 'BOOLEAN', false)",
+        "json_is_set": "coalesce(json_type({doc}, {path}) <> 'NULL', false)",
+        "json_string": "json_extract_string({doc}, {path})",
+        "json_number": "TRY_CAST(json_extract_string({doc}, {path}) AS DOUBLE)",
+        "json_bool": "(json_extract_string({doc}, {path}) = 'true')",
+        # A scalar as text (strings unquoted), NULL when missing or null.
+        "json_text": "json_extract_string({doc}, {path})",
+        "contains": "contains({s}, {needle})",
+        "regex": "regexp_matches({s}, {pattern})",
+        "count_if": "count(*) FILTER (WHERE {condition})",
+        "avg_if": "avg({x}) FILTER (WHERE {condition})",
+        # Interpolated median (the mean of the two middle values for even counts).
+        "median_if": "quantile_cont({x}, 0.5) FILTER (WHERE {condition})",
+        "sorted_at": "list_sort([{items}])[{position}]",
+        "local_date": "CAST(timezone({zone}, {x}) AS DATE)",
+    },
+    _duckdb_json_path,
+)
+
+CLICKHOUSE = Dialect(
+    "clickhouse",
+    {
+        "timestamp": "toDateTime64('{text}', 3, 'UTC')",
+        "epoch_ms": "toUnixTimestamp64Milli({x})",
+        # JSONType is 'Null' both for a missing key and a JSON null.
+        "json_is_string": "(JSONType({doc}, {path}) = 'String')",
+        "json_is_number": "(JSONType({doc}, {path}) IN ('Int64', 'UInt64', 'Double'))",
+        "json_is_bool": "(JSONType({doc}, {path}) = 'Bool')",
+        "json_is_set": "(JSONType({doc}, {path}) != 'Null')",
+        "json_string": "JSONExtractString({doc}, {path})",
+        "json_number": "JSONExtractFloat({doc}, {path})",
+        "json_bool": "(JSONExtractBool({doc}, {path}) = 1)",
+        "json_text": (
+            "multiIf(JSONType({doc}, {path}) = 'Null', NULL,"
+            " JSONType({doc}, {path}) = 'String', JSONExtractString({doc}, {path}),"
+            " JSONExtractRaw({doc}, {path}))"
+        ),
+        "contains": "(position({s}, {needle}) > 0)",
+        "regex": "match({s}, {pattern})",
+        "count_if": "countIf({condition})",
+        "avg_if": "avgIf({x}, {condition})",
+        # quantileExactInclusive interpolates like DuckDB's quantile_cont.
+        "median_if": "quantileExactInclusiveIf(0.5)({x}, {condition})",
+        "sorted_at": "arraySort([{items}])[{position}]",
+        "local_date": "toDate({x}, {zone})",
+    },
+    _clickhouse_json_path,
+    # LEFT and ASOF LEFT joins give NULL (not a default value) where nothing matched.
+    query_suffix="\nSETTINGS join_use_nulls = 1",
+)
+
+DIALECTS: Mapping[str, Dialect] = {dialect.name: dialect for dialect in (DUCKDB, CLICKHOUSE)}
+
+
+def dialect_named(name: str) -> Dialect:
+    try:
+        return DIALECTS[name]
+    except KeyError:
+        raise UnsupportedFeature(name, "this SQL dialect (use 'duckdb' or 'clickhouse')") from None
