@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from footfall import __version__
+from footfall.analytics.cli import funnel_options as _funnel_options
 from footfall.config import CONFIG_FILE, init_data_dir, resolve_data_dir
 from footfall.errors import FootfallError
 from footfall.store.backend import QueryResult
@@ -381,6 +382,43 @@ def sql(obj: Context, query: str, as_json: bool) -> None:
 
     with open_reader(obj.data_dir) as database:
         print_result(database.read_only_query(query), as_json)
+
+
+@cli.group()
+def query() -> None:
+    """Analyses: funnels (see docs/analytics.md). Add --explain for the SQL, --json for JSON."""
+
+
+@query.command(name="funnel")
+@_funnel_options
+@click.pass_obj
+def query_funnel(obj: Context, /, spec_file: Path | None, as_json: bool, explain: bool, **flags: Any) -> None:
+    """How many persons go through a sequence of events, and where they drop.
+
+    e.g. footfall query funnel --steps view_product,add_to_cart,purchase --window 1h
+    """
+    from footfall import analytics
+    from footfall.analytics.cli import funnel_document, print_funnel, read_spec_file
+    from footfall.analytics.errors import SpecError
+    from footfall.analytics.wire import spec_from_json, to_json
+    from footfall.api.local import open_reader
+
+    if spec_file is not None:
+        if any(value for value in flags.values()):
+            raise SpecError("--spec", "give either --spec FILE or the funnel flags, not both")
+        document = read_spec_file(spec_file)
+    else:
+        document = funnel_document(**flags)
+    spec = spec_from_json("funnel", document)
+    with open_reader(obj.data_dir) as database:
+        if explain:
+            click.echo(analytics.compile(spec, database.backend.dialect, project_id=database.project_id))
+            return
+        result = analytics.run(database, spec)
+    if as_json:
+        click.echo(json.dumps(to_json(result), ensure_ascii=False))
+    else:
+        print_funnel(result, console)
 
 
 @cli.command()

@@ -118,9 +118,38 @@ def create_app(
             return Response(arrow_stream(table), media_type=ARROW_STREAM)
         return json_response({"columns": result.columns, "rows": result.rows})
 
+    async def query(request: Request) -> Response:
+        """``POST /v1/query/{analysis}``: a spec as JSON in, the result as JSON
+        out; with ``?explain=true``, only the SQL it runs."""
+        from footfall import analytics
+        from footfall.analytics.errors import SpecError
+        from footfall.analytics.wire import spec_from_json, to_json
+
+        if not authorised(request):
+            return unauthorised()
+        body = await request.body()
+        if len(body) > MAX_SQL_BYTES:
+            return error_response(413, {"code": "too_large", "message": f"the spec is larger than {MAX_SQL_BYTES} bytes"})
+        try:
+            document = msgspec.json.decode(body or b"{}")
+        except msgspec.DecodeError as exc:
+            return error_response(400, {"code": "bad_request", "message": f"the body is not JSON ({exc})"})
+        try:
+            spec = spec_from_json(request.path_params["analysis"], document)
+            if request.query_params.get("explain", "").lower() in ("1", "true", "yes"):
+                return json_response({"sql": analytics.compile(spec, database.backend.dialect, project_id=database.project_id)})
+            result = await run_in_threadpool(analytics.run, database, spec)
+        except SpecError as exc:
+            return error_response(400, {"code": exc.code, "field": exc.field, "message": exc.problem})
+        except FootfallError as exc:
+            return error_response(400, {"code": exc.code, "message": str(exc)})
+        return json_response({"result": to_json(result)})
+
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/v1/openapi.json", _openapi, methods=["GET"]),
         Route("/v1/sql", sql, methods=["POST"]),
+        Route("/v1/query/{analysis}", query, methods=["POST"]),
     ]
     if service is not None:
         if service.collector is not None:
@@ -196,13 +225,21 @@ def create_front_app(
         *browser.tracker_routes(),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/openapi.json", _openapi, methods=["GET"]),
         Route("/v1/sql", passed_on, methods=["POST"]),
         Route("/v1/admin/{rest:path}", passed_on, methods=["GET", "POST"]),
         Route("/v1/profiles/{identity}", passed_on, methods=["GET"]),
+        Route("/v1/query/{analysis}", passed_on, methods=["POST"]),
     ]
     if demo_site is not None:
         routes += browser.demo_site_routes(demo_site, read)
     return _application(routes, on_shutdown)
+
+
+async def _openapi(request: Request) -> Response:
+    from footfall.api.openapi import document
+
+    return json_response(document())
 
 
 def _application(routes: list[Route], on_shutdown: Callable[[], None] | None) -> Starlette:

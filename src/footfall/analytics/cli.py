@@ -1,0 +1,138 @@
+"""``footfall query ...``: analyses from the command line.
+
+Flags build the same JSON document the HTTP query API takes (see
+``footfall.analytics.wire``); ``--spec FILE`` reads one instead.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from footfall.analytics.errors import SpecError
+from footfall.analytics.funnels import FunnelResult
+
+
+def parse_where(text: str, at: str) -> dict[str, Any]:
+    """``FIELD:OP[:VALUE]``; the value is JSON if it reads as JSON (``10``,
+    ``true``, ``"10"``), else text; for ``in``/``not_in``, ``|`` separates items.
+
+    >>> parse_where("properties.price:gt:10", "--where")
+    {'field': 'properties.price', 'op': 'gt', 'value': 10}
+    >>> parse_where("properties.plan:in:pro|team", "--where")
+    {'field': 'properties.plan', 'op': 'in', 'value': ['pro', 'team']}
+    >>> parse_where("properties.coupon:is_set", "--where")
+    {'field': 'properties.coupon', 'op': 'is_set'}
+    """
+    parts = text.split(":", 2)
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise SpecError(at, f"give FIELD:OP[:VALUE], e.g. properties.price:gt:10; got {text!r}")
+    condition: dict[str, Any] = {"field": parts[0], "op": parts[1]}
+    if len(parts) == 3:
+        raw = parts[2]
+        condition["value"] = [_scalar(item) for item in raw.split("|")] if parts[1] in ("in", "not_in") else _scalar(raw)
+    return condition
+
+
+def _scalar(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, str | int | float | bool) else text
+
+
+def funnel_document(
+    steps: str | None, window: str | None, mode: str | None, start: str | None, end: str | None, time_zone: str | None,
+    where: tuple[str, ...], exclude: tuple[str, ...], breakdown: str | None, reference: str | None,
+) -> dict[str, Any]:
+    """The JSON spec the flags of ``footfall query funnel`` describe."""
+    if not steps:
+        raise SpecError("--steps", "name the steps, e.g. --steps view_product,add_to_cart,purchase (or give --spec FILE)")
+    document: dict[str, Any] = {"steps": [step.strip() for step in steps.split(",")]}
+    for key, value in (("window", window), ("mode", mode), ("from", start), ("to", end), ("time_zone", time_zone),
+                       ("breakdown", breakdown), ("step_reference", reference)):
+        if value is not None:
+            document[key] = value
+    if where:
+        document["filters"] = [parse_where(text, f"--where {text!r}") for text in where]
+    exclusions = []
+    for text in exclude:
+        event, *bounds = text.split(":")
+        if len(bounds) not in (0, 2) or not all(bound.isdigit() for bound in bounds):
+            raise SpecError("--exclude", f"give EVENT or EVENT:FROM_STEP:TO_STEP (0 is the first step); got {text!r}")
+        exclusion: dict[str, Any] = {"event": event}
+        if bounds:
+            exclusion.update(from_step=int(bounds[0]), to_step=int(bounds[1]))
+        exclusions.append(exclusion)
+    if exclusions:
+        document["exclusions"] = exclusions
+    return document
+
+
+def read_spec_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise SpecError("--spec", f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise SpecError("--spec", f"{path} is not JSON: {exc}") from None
+
+
+def _seconds(value: Any) -> str:
+    if value is None:
+        return "-"
+    seconds = value.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.1f}s"
+
+
+def print_funnel(result: FunnelResult, console: Console, max_groups: int = 20) -> None:
+    overall = result.overall
+    table = Table("step", "event", "persons", "conversion", "dropped", "median time", header_style="bold")
+    for step in overall.steps:
+        table.add_row(str(step.index + 1), step.event, f"{step.count:,}", f"{step.conversion_rate:.1%}",
+                      f"{step.dropped:,}", _seconds(step.median_time))
+    console.print(table)
+    ttc = overall.time_to_convert
+    console.print(f"[dim]{overall.converted:,} of {overall.entered:,} converted ({overall.conversion_rate:.1%}); "
+                  f"time to convert median {_seconds(ttc.median)}, average {_seconds(ttc.average)}[/dim]")
+    if not result.groups:
+        return
+    by_value = Table(result.spec.breakdown or "breakdown", *(f"{i + 1}. {step.event}" for i, step in enumerate(result.spec.steps)),
+                     "conversion", title=f"by {result.spec.breakdown}", title_justify="left", header_style="bold")
+    for group in result.groups[:max_groups]:
+        by_value.add_row("(none)" if group.breakdown is None else group.breakdown,
+                         *(f"{step.count:,}" for step in group.steps), f"{group.conversion_rate:.1%}")
+    console.print(by_value)
+    if len(result.groups) > max_groups:
+        console.print(f"[dim]{len(result.groups) - max_groups} more values; --json shows all[/dim]")
+
+
+def funnel_options(command: Any) -> Any:
+    for option in reversed([
+        click.option("--steps", help="Comma-separated step events, e.g. view_product,add_to_cart,purchase."),
+        click.option("--window", help="Conversion window from step 1, e.g. 30m, 1h, 14d (default 14d)."),
+        click.option("--mode", type=click.Choice(["ordered", "strict", "unordered"]), help="Step order (default ordered)."),
+        click.option("--from", "start", metavar="DATE", help="First day (or time) of step 1, ISO 8601."),
+        click.option("--to", "end", metavar="DATE", help="End of the range, exclusive."),
+        click.option("--tz", "time_zone", metavar="ZONE", help="Time zone of dates, e.g. Europe/Berlin (default UTC)."),
+        click.option("--where", multiple=True, metavar="FIELD:OP[:VALUE]",
+                     help="Keep events (or persons, with traits.KEY) matching; repeatable. Ops: eq neq in not_in gt gte lt lte contains regex is_set is_not_set."),
+        click.option("--exclude", multiple=True, metavar="EVENT[:FROM:TO]",
+                     help="Discard attempts with EVENT between steps FROM and TO (0-based; default 0:1)."),
+        click.option("--breakdown", metavar="FIELD", help="Split by a property of step 1's event, e.g. properties.utm_source."),
+        click.option("--reference", type=click.Choice(["total", "previous"]), help="Conversion relative to step 1 (total) or the previous step."),
+        click.option("--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path), help="Read the spec from a JSON file instead."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        click.option("--explain", is_flag=True, help="Print the SQL instead of running it."),
+    ]):
+        command = option(command)
+    return command

@@ -1,0 +1,169 @@
+"""Analyses as JSON: specs from JSON documents, results to JSON values.
+
+The HTTP query API and the CLI's ``--spec`` file take the same documents. A
+funnel:
+
+>>> spec = spec_from_json("funnel", {
+...     "steps": ["view_product", {"event": "add_to_cart", "filters": [{"field": "properties.price", "op": "gt", "value": 10}]}, "purchase"],
+...     "window": "1h", "from": "2026-01-01", "to": "2026-02-01", "breakdown": "properties.utm_source"})
+>>> spec.steps[1].filters[0].op, spec.conversion_window, spec.date_range.end
+('gt', datetime.timedelta(seconds=3600), datetime.date(2026, 2, 1))
+
+Mistakes name the JSON path at fault:
+
+>>> spec_from_json("funnel", {"steps": ["a", {"event": "b", "filters": [{"field": "properties.x", "op": "like"}]}]})
+Traceback (most recent call last):
+...
+footfall.analytics.errors.SpecError: steps[1].filters[0].op: unknown operator 'like'; use one of eq, neq, in, not_in, gt, gte, lt, lte, contains, regex, is_set, is_not_set
+
+In results, durations are seconds and times are ISO 8601 text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from footfall.analytics.common import DateRange
+from footfall.analytics.conditions import Filter
+from footfall.analytics.errors import SpecError
+from footfall.analytics.funnels import Exclusion, FunnelSpec, FunnelStep
+from footfall.durations import parse_duration
+
+
+def _object(value: object, at: str, known: set[str]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise SpecError(at or "$", f"expected a JSON object; got {value!r}")
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise SpecError(f"{at}.{unknown[0]}" if at else unknown[0], f"unknown key; known keys: {', '.join(sorted(known))}")
+    return value
+
+
+def _list(value: object, at: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpecError(at, f"expected a JSON list; got {value!r}")
+    return value
+
+
+def _within(at: str, build: Callable[..., Any], *args: Any) -> Any:
+    """Build a part; its own SpecError (``Filter.op``) gets the JSON path (``filters[0].op``)."""
+    try:
+        return build(*args)
+    except SpecError as error:
+        inner = error.field.split(".", 1)[1] if "." in error.field and error.field[:1].isupper() else error.field
+        raise SpecError(f"{at}.{inner}", error.problem) from None
+
+
+def _filters(value: object, at: str) -> tuple[Filter, ...]:
+    filters = []
+    for index, item in enumerate(_list(value, at)):
+        where = f"{at}[{index}]"
+        body = _object(item, where, {"field", "op", "value"})
+        filters.append(_within(where, Filter, body.get("field"), body.get("op"), body.get("value")))
+    return tuple(filters)
+
+
+def _duration(value: object, at: str) -> timedelta:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError as error:
+            raise SpecError(at, f"{error}") from None
+    raise SpecError(at, f"give a duration such as '30m', '1h' or '14d' (or seconds); got {value!r}")
+
+
+def _moment(value: object, at: str) -> date | datetime:
+    if not isinstance(value, str):
+        raise SpecError(at, f"give an ISO 8601 date or time, e.g. '2026-01-01'; got {value!r}")
+    try:
+        return date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
+    except ValueError:
+        raise SpecError(at, f"bad date {value!r}: use ISO 8601, e.g. '2026-01-01' or '2026-01-01T12:00:00+01:00'") from None
+
+
+def _date_range(body: Mapping[str, Any]) -> DateRange | None:
+    if "from" not in body and "to" not in body:
+        return None
+    if "from" not in body or "to" not in body:
+        raise SpecError("from" if "from" not in body else "to", "give both 'from' and 'to' (to is exclusive)")
+    start, end = _moment(body["from"], "from"), _moment(body["to"], "to")
+    date_range: DateRange = _within("to", DateRange, start, end)
+    return date_range
+
+
+def _funnel(document: object) -> FunnelSpec:
+    body = _object(
+        document, "",
+        {"steps", "window", "mode", "from", "to", "time_zone", "filters", "exclusions", "breakdown", "step_reference"},
+    )
+    steps = []
+    for index, item in enumerate(_list(body.get("steps"), "steps")):
+        at = f"steps[{index}]"
+        if isinstance(item, str):
+            steps.append(_within(at, FunnelStep, item))
+            continue
+        step = _object(item, at, {"event", "filters"})
+        filters = _filters(step.get("filters"), f"{at}.filters")
+        steps.append(_within(at, FunnelStep, step.get("event"), filters))
+    exclusions = []
+    for index, item in enumerate(_list(body.get("exclusions"), "exclusions")):
+        at = f"exclusions[{index}]"
+        part = _object(item, at, {"event", "from_step", "to_step", "filters"})
+        filters = _filters(part.get("filters"), f"{at}.filters")
+        exclusions.append(_within(at, Exclusion, part.get("event"), part.get("from_step", 0), part.get("to_step", 1), filters))
+    options: dict[str, Any] = {}
+    if "window" in body:
+        options["conversion_window"] = _duration(body["window"], "window")
+    for key in ("mode", "time_zone", "breakdown", "step_reference"):
+        if key in body:
+            options[key] = body[key]
+    spec: FunnelSpec = _within_spec(lambda: FunnelSpec(
+        steps=tuple(steps), date_range=_date_range(body), filters=_filters(body.get("filters"), "filters"),
+        exclusions=tuple(exclusions), **options,
+    ))
+    return spec
+
+
+def _within_spec(build: Callable[[], Any]) -> Any:
+    try:
+        return build()
+    except SpecError as error:
+        if error.field == "conversion_window":
+            raise SpecError("window", error.problem) from None
+        raise
+
+
+# Each analysis's name in the API and the CLI, and how its spec is read.
+DECODERS: dict[str, Callable[[object], Any]] = {"funnel": _funnel}
+
+
+def spec_from_json(analysis: str, document: object) -> Any:
+    decoder = DECODERS.get(analysis)
+    if decoder is None:
+        raise SpecError("analysis", f"unknown analysis {analysis!r}; known: {', '.join(sorted(DECODERS))}")
+    return decoder(document)
+
+
+def to_json(value: object) -> Any:
+    """A result (or any part) as JSON values: durations in seconds, times as ISO text."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: to_json(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, tuple | list):
+        return [to_json(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(key): to_json(item) for key, item in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

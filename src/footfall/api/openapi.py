@@ -1,0 +1,130 @@
+"""The OpenAPI description of the server's HTTP API, served at ``/v1/openapi.json``.
+
+Written by hand next to the decoders it describes (``footfall.analytics.wire``);
+the tests check its examples against both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from footfall import __version__
+
+_DURATION = {
+    "oneOf": [
+        {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$", "examples": ["30m", "1h", "14d"]},
+        {"type": "number", "exclusiveMinimum": 0, "description": "seconds"},
+    ]
+}
+_FILTER = {
+    "type": "object",
+    "required": ["field", "op"],
+    "additionalProperties": False,
+    "properties": {
+        "field": {"type": "string", "description": "properties.KEY (dots for nested keys), traits.KEY, or an event column",
+                  "examples": ["properties.price", "traits.plan", "country"]},
+        "op": {"enum": ["eq", "neq", "in", "not_in", "gt", "gte", "lt", "lte", "contains", "regex", "is_set", "is_not_set"]},
+        "value": {"description": "a string, number or boolean; a list for in / not_in; none for is_set / is_not_set",
+                  "oneOf": [{"type": ["string", "number", "boolean"]},
+                            {"type": "array", "minItems": 1, "items": {"type": ["string", "number"]}}]},
+    },
+}
+_STEP = {
+    "oneOf": [
+        {"type": "string", "description": "an event name"},
+        {"type": "object", "required": ["event"], "additionalProperties": False,
+         "properties": {"event": {"type": "string", "minLength": 1}, "filters": {"type": "array", "items": _FILTER}}},
+    ]
+}
+FUNNEL_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["steps"],
+    "additionalProperties": False,
+    "properties": {
+        "steps": {"type": "array", "minItems": 2, "maxItems": 20, "items": _STEP},
+        "window": {**_DURATION, "description": "conversion window from step 1 (default 14d)"},
+        "mode": {"enum": ["ordered", "strict", "unordered"], "default": "ordered"},
+        "from": {"type": "string", "description": "ISO 8601 date or time; step 1 on or after it"},
+        "to": {"type": "string", "description": "ISO 8601 date or time, exclusive"},
+        "time_zone": {"type": "string", "default": "UTC", "description": "IANA name; dates are midnights in it"},
+        "filters": {"type": "array", "items": _FILTER, "description": "events considered at all, and persons (traits.KEY)"},
+        "exclusions": {"type": "array", "items": {
+            "type": "object", "required": ["event"], "additionalProperties": False,
+            "properties": {"event": {"type": "string"}, "from_step": {"type": "integer", "minimum": 0, "default": 0},
+                           "to_step": {"type": "integer", "minimum": 1, "default": 1},
+                           "filters": {"type": "array", "items": _FILTER}}}},
+        "breakdown": {"type": "string", "description": "properties.KEY or a text column, from each attempt's step-1 event"},
+        "step_reference": {"enum": ["total", "previous"], "default": "total"},
+    },
+    "examples": [{
+        "steps": ["view_product", {"event": "add_to_cart", "filters": [{"field": "properties.price", "op": "gt", "value": 10}]},
+                  "purchase"],
+        "window": "1h", "from": "2026-01-01", "to": "2026-02-01", "breakdown": "properties.utm_source",
+    }],
+}
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"},
+        "field": {"type": "string", "description": "the JSON path at fault, for a bad spec"}}}},
+}
+
+
+def _answer(description: str, schema: dict[str, Any] | None = None, media: str = "application/json") -> dict[str, Any]:
+    return {"description": description, **({"content": {media: {"schema": schema}}} if schema is not None else {})}
+
+
+_ERRORS = {"400": _answer("bad input; the body names what is wrong", _ERROR), "401": _answer("no or wrong secret key", _ERROR)}
+_SECRET: list[dict[str, list[str]]] = [{"secretKey": []}]
+_WRITE: list[dict[str, list[str]]] = [{"writeKey": []}, {"writeKeyHeader": []}]
+
+
+def document() -> dict[str, Any]:
+    collector_body = {"type": "object", "description": "Segment's wire format (see docs/collector.md)"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Footfall", "version": __version__,
+                 "description": "Collect behavioural events, read analyses and live profiles."},
+        "components": {"securitySchemes": {
+            "secretKey": {"type": "http", "scheme": "bearer", "description": "a secret key (footfall keys create --kind secret)"},
+            "writeKey": {"type": "http", "scheme": "basic", "description": "a write key as the user name, no password"},
+            "writeKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Footfall-Write-Key"},
+        }, "schemas": {"FunnelRequest": FUNNEL_REQUEST, "Error": _ERROR}},
+        "paths": {
+            **{f"/v1/{kind}": {"post": {
+                "summary": f"collect {'a batch of messages' if kind == 'batch' else f'one {kind} message'}",
+                "security": _WRITE, "requestBody": {"content": {"application/json": {"schema": collector_body}}},
+                "responses": {"200": _answer("durably in the intake log"), "413": _answer("too large", _ERROR), **_ERRORS},
+            }} for kind in ("batch", "track", "identify", "page", "screen", "group", "alias")},
+            "/v1/query/funnel": {"post": {
+                "summary": "run a funnel",
+                "security": _SECRET,
+                "parameters": [{"name": "explain", "in": "query", "schema": {"type": "boolean"},
+                                "description": "answer {\"sql\": ...} instead of running it"}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FunnelRequest"}}}},
+                "responses": {"200": _answer("{\"result\": FunnelResult}; durations in seconds", {"type": "object"}), **_ERRORS},
+            }},
+            "/v1/profiles/{identity}": {"get": {
+                "summary": "a person's live profile",
+                "security": _SECRET,
+                "parameters": [
+                    {"name": "identity", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "kind", "in": "query", "schema": {"enum": ["person", "user", "anonymous"], "default": "person"}},
+                ],
+                "responses": {"200": _answer("the profile (docs/profiles.md)", {"type": "object"}), **_ERRORS,
+                              "404": _answer("no such person", _ERROR), "503": _answer("profiles are loading", _ERROR)},
+            }},
+            "/v1/sql": {"post": {
+                "summary": "a read-only SQL query",
+                "security": _SECRET,
+                "requestBody": {"content": {"application/json": {"schema": {
+                    "type": "object", "required": ["sql"], "properties": {"sql": {"type": "string"}}}}}},
+                "responses": {"200": _answer("columns and rows (or Arrow IPC with Accept: application/vnd.apache.arrow.stream)",
+                                             {"type": "object"}), **_ERRORS},
+            }},
+            "/health": {"get": {"summary": "liveness and the store in use", "responses": {"200": _answer("up")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": _answer("text format", None)}}},
+            "/static/footfall.js": {"get": {"summary": "the browser tracker", "responses": {"200": _answer("JavaScript", None)}}},
+        },
+    }
