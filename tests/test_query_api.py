@@ -54,8 +54,19 @@ def expected(data_dir: Path) -> dict[str, Any]:
     return to_json(result)  # type: ignore[no-any-return]
 
 
+ENGAGEMENT = {"as_of": "2026-01-08T00:00:00+00:00", "window": "7d", "half_life": None, "limit": 5}
+
+
 @pytest.fixture(scope="module")
-def server(data_dir: Path, expected: dict[str, Any]) -> Iterator[LiveServer]:
+def engagement_expected(data_dir: Path) -> dict[str, Any]:
+    with Database.open(data_dir) as database:
+        result = analytics.run(database, spec_from_json("engagement", ENGAGEMENT))
+    assert result.persons > 10
+    return to_json(result)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def server(data_dir: Path, expected: dict[str, Any], engagement_expected: dict[str, Any]) -> Iterator[LiveServer]:
     with running(data_dir) as live:
         yield live
 
@@ -179,3 +190,19 @@ def test_cli_mistakes_are_one_line_errors_naming_what_to_fix(
     error = capsys.readouterr().err
     assert message in error
     assert len(error.strip().splitlines()) == 1
+
+
+
+def test_engagement_through_the_http_api_and_the_cli(
+    data_dir: Path, server: LiveServer, engagement_expected: dict[str, Any]
+) -> None:
+    status, body = post(server, "/v1/query/engagement", json.dumps(ENGAGEMENT).encode(), server.secret_key)
+    assert status == 200
+    assert body["result"] == engagement_expected
+    status, body = post(server, "/v1/query/engagement", json.dumps({**ENGAGEMENT, "bands": [0.9, 0.1]}).encode(), server.secret_key)
+    assert (status, body["error"]["field"]) == (400, "bands")
+    # The CLI, while the server holds the store, reads through it.
+    result = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "query", "engagement", "--as-of", ENGAGEMENT["as_of"],
+                                      "--window", "7d", "--half-life", "none", "--limit", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == engagement_expected

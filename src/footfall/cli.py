@@ -421,6 +421,44 @@ def query_funnel(obj: Context, /, spec_file: Path | None, as_json: bool, explain
         print_funnel(result, console)
 
 
+@query.command(name="engagement")
+@click.option("--as-of", metavar="TIME", help="The moment scored, ISO 8601 with a zone (default: now).")
+@click.option("--window", help="Events counted, e.g. 30d (default: the project's [engagement] window).")
+@click.option("--half-life", help="Recency half-life, e.g. 14d, or 'none' (default: the project's).")
+@click.option("--where", multiple=True, metavar="FIELD:OP[:VALUE]", help="Keep events (or persons, with traits.KEY); repeatable.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(0), help="Top persons listed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--explain", is_flag=True, help="Print the SQL instead of running it.")
+@click.pass_obj
+def query_engagement(
+    obj: Context, as_of: str | None, window: str | None, half_life: str | None, where: tuple[str, ...], limit: int,
+    as_json: bool, explain: bool,
+) -> None:
+    """Engagement scores per person (weights in footfall.toml) and high / medium / low bands."""
+    from footfall.analytics import engagement
+    from footfall.analytics.cli import parse_where, print_engagement
+    from footfall.analytics.wire import spec_from_json, to_json
+    from footfall.api.local import open_reader
+
+    document: dict[str, Any] = {"limit": limit, "filters": [parse_where(text, f"--where {text!r}") for text in where]}
+    for key, value in (("as_of", as_of), ("window", window)):
+        if value is not None:
+            document[key] = value
+    if half_life is not None:
+        document["half_life"] = None if half_life.lower() == "none" else half_life
+    spec = spec_from_json("engagement", document)
+    with open_reader(obj.data_dir) as database:
+        resolved = spec.resolved(database.config.engagement)
+        if explain:
+            click.echo(engagement.compile(resolved, database.backend.dialect, project_id=database.project_id))
+            return
+        result = engagement.run(database, spec)
+    if as_json:
+        click.echo(json.dumps(to_json(result), ensure_ascii=False))
+    else:
+        print_engagement(result, console)
+
+
 @cli.command()
 @click.pass_obj
 def info(obj: Context) -> None:

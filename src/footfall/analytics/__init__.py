@@ -8,11 +8,12 @@ builds the result.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
-from footfall.analytics import funnels
+from footfall.analytics import engagement, funnels
 from footfall.analytics.common import DateRange
 from footfall.analytics.conditions import OPERATORS, Filter
+from footfall.analytics.engagement import EngagementResult, EngagementSpec
 from footfall.analytics.errors import SpecError, UnsupportedFeature
 from footfall.analytics.funnels import Exclusion, FunnelResult, FunnelSpec, FunnelStep
 from footfall.store.database import Database
@@ -20,6 +21,8 @@ from footfall.store.database import Database
 __all__ = [
     "OPERATORS",
     "DateRange",
+    "EngagementResult",
+    "EngagementSpec",
     "Exclusion",
     "Filter",
     "FunnelResult",
@@ -32,7 +35,7 @@ __all__ = [
 ]
 
 # Each spec type and the module that compiles and runs it.
-_ANALYSES: dict[type[Any], Any] = {FunnelSpec: funnels}
+_ANALYSES: dict[type[Any], Any] = {FunnelSpec: funnels, EngagementSpec: engagement}
 
 
 def _module(spec: object) -> Any:
@@ -43,13 +46,17 @@ def _module(spec: object) -> Any:
         raise SpecError("spec", f"not an analysis spec: {type(spec).__name__} (known: {known})") from None
 
 
-def compile(spec: FunnelSpec, dialect: str, *, project_id: str = "default") -> str:
+def compile(spec: FunnelSpec | EngagementSpec, dialect: str, *, project_id: str = "default") -> str:
     """The SQL of an analysis for a dialect ('duckdb' or 'clickhouse')."""
     sql: str = _module(spec).compile(spec, dialect, project_id=project_id)
     return sql
 
 
-def run(database: Database, spec: FunnelSpec) -> FunnelResult:
+@overload
+def run(database: Database, spec: FunnelSpec) -> FunnelResult: ...
+@overload
+def run(database: Database, spec: EngagementSpec) -> EngagementResult: ...
+def run(database: Database, spec: FunnelSpec | EngagementSpec) -> FunnelResult | EngagementResult:
     """Run an analysis on a database and return its typed result."""
-    result: FunnelResult = _module(spec).run(database, spec)
+    result: FunnelResult | EngagementResult = _module(spec).run(database, spec)
     return result

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from footfall.analytics.engagement import EngagementResult
 from footfall.analytics.errors import SpecError
 from footfall.analytics.funnels import FunnelResult
 
@@ -136,3 +137,19 @@ def funnel_options(command: Any) -> Any:
     ]):
         command = option(command)
     return command
+
+
+def print_engagement(result: EngagementResult, console: Console) -> None:
+    spec = result.spec
+    console.print(f"[bold]{result.persons:,}[/bold] persons with events in the {_seconds(spec.window)} up to "
+                  f"{result.as_of:%Y-%m-%d %H:%M} UTC; mean score {result.mean:.2f}, median {result.median:.2f}")
+    bands = Table("band", "persons", "scores", header_style="bold")
+    bands.add_row("high", f"{result.bands.get('high', 0):,}", f">= {result.high_cut:.2f}")
+    bands.add_row("medium", f"{result.bands.get('medium', 0):,}", f"{result.low_cut:.2f} - {result.high_cut:.2f}")
+    bands.add_row("low", f"{result.bands.get('low', 0):,}", f"<= {result.low_cut:.2f}")
+    console.print(bands)
+    if result.top:
+        top = Table("person", "score", "band", "events", title="top", title_justify="left", header_style="bold")
+        for entry in result.top:
+            top.add_row(entry.person_id, f"{entry.score:.2f}", entry.band, f"{entry.events:,}")
+        console.print(top)

@@ -29,6 +29,7 @@ from typing import Any
 
 from footfall.analytics.common import DateRange
 from footfall.analytics.conditions import Filter
+from footfall.analytics.engagement import EngagementSpec
 from footfall.analytics.errors import SpecError
 from footfall.analytics.funnels import Exclusion, FunnelSpec, FunnelStep
 from footfall.durations import parse_duration
@@ -141,8 +142,30 @@ def _within_spec(build: Callable[[], Any]) -> Any:
         raise
 
 
+def _engagement(document: object) -> EngagementSpec:
+    body = _object(document, "", {"as_of", "window", "weights", "passive_weight", "half_life", "filters", "bands", "limit"})
+    options: dict[str, Any] = {"filters": _filters(body.get("filters"), "filters")}
+    if "as_of" in body:
+        moment = _moment(body["as_of"], "as_of")
+        if not isinstance(moment, datetime):
+            raise SpecError("as_of", "give a time with its zone, e.g. '2026-03-01T12:00:00+00:00'")
+        options["as_of"] = moment
+    if "window" in body:
+        options["window"] = _duration(body["window"], "window")
+    if "half_life" in body:
+        options["half_life"] = None if body["half_life"] is None else _duration(body["half_life"], "half_life")
+    if "bands" in body:
+        bands = _list(body["bands"], "bands")
+        options["bands"] = tuple(bands)
+    for key in ("weights", "passive_weight", "limit"):
+        if key in body:
+            options[key] = body[key]
+    spec: EngagementSpec = EngagementSpec(**options)
+    return spec
+
+
 # Each analysis's name in the API and the CLI, and how its spec is read.
-DECODERS: dict[str, Callable[[object], Any]] = {"funnel": _funnel}
+DECODERS: dict[str, Callable[[object], Any]] = {"funnel": _funnel, "engagement": _engagement}
 
 
 def spec_from_json(analysis: str, document: object) -> Any:
