@@ -65,8 +65,21 @@ def engagement_expected(data_dir: Path) -> dict[str, Any]:
     return to_json(result)  # type: ignore[no-any-return]
 
 
+KPIS = {"from": "2026-01-02", "to": "2026-01-09", "conversion_event": "purchase", "features": ["search"]}
+
+
 @pytest.fixture(scope="module")
-def server(data_dir: Path, expected: dict[str, Any], engagement_expected: dict[str, Any]) -> Iterator[LiveServer]:
+def kpis_expected(data_dir: Path) -> dict[str, Any]:
+    with Database.open(data_dir) as database:
+        result = analytics.run(database, spec_from_json("kpis", KPIS))
+    assert result.sessions > 10
+    return to_json(result)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def server(
+    data_dir: Path, expected: dict[str, Any], engagement_expected: dict[str, Any], kpis_expected: dict[str, Any]
+) -> Iterator[LiveServer]:
     with running(data_dir) as live:
         yield live
 
@@ -206,3 +219,15 @@ def test_engagement_through_the_http_api_and_the_cli(
                                       "--window", "7d", "--half-life", "none", "--limit", "5", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == engagement_expected
+
+
+def test_kpis_through_the_http_api_and_the_cli(data_dir: Path, server: LiveServer, kpis_expected: dict[str, Any]) -> None:
+    status, body = post(server, "/v1/query/kpis", json.dumps(KPIS).encode(), server.secret_key)
+    assert status == 200
+    assert body["result"] == kpis_expected
+    status, body = post(server, "/v1/query/kpis", json.dumps({"to": "2026-01-09"}).encode(), server.secret_key)
+    assert (status, body["error"]["field"]) == (400, "from")
+    result = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "query", "kpis", "--from", "2026-01-02", "--to", "2026-01-09",
+                                      "--conversion", "purchase", "--feature", "search", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == kpis_expected

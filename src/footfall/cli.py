@@ -459,6 +459,45 @@ def query_engagement(
         print_engagement(result, console)
 
 
+@query.command(name="kpis")
+@click.option("--from", "start", required=True, metavar="DATE", help="First day, ISO 8601.")
+@click.option("--to", "end", required=True, metavar="DATE", help="End of the range, exclusive.")
+@click.option("--tz", "time_zone", metavar="ZONE", help="Time zone of the dates and cohort months (default UTC).")
+@click.option("--conversion", metavar="EVENT", help="The conversion event, e.g. purchase.")
+@click.option("--feature", "features", multiple=True, metavar="EVENT", help="A feature's event, for its adoption rate; repeatable.")
+@click.option("--where", multiple=True, metavar="FIELD:OP[:VALUE]", help="Keep events (or persons, with traits.KEY); repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--explain", is_flag=True, help="Print the SQL instead of running it.")
+@click.pass_obj
+def query_kpis(
+    obj: Context, start: str, end: str, time_zone: str | None, conversion: str | None, features: tuple[str, ...],
+    where: tuple[str, ...], as_json: bool, explain: bool,
+) -> None:
+    """Sessions, duration, bounce and engagement rates, pages per session,
+    conversion and feature adoption rates, and revenue per person by cohort."""
+    from footfall import analytics
+    from footfall.analytics.cli import parse_where, print_kpis
+    from footfall.analytics.wire import spec_from_json, to_json
+    from footfall.api.local import open_reader
+
+    document: dict[str, Any] = {"from": start, "to": end, "features": list(features),
+                                "filters": [parse_where(text, f"--where {text!r}") for text in where]}
+    if time_zone is not None:
+        document["time_zone"] = time_zone
+    if conversion is not None:
+        document["conversion_event"] = conversion
+    spec = spec_from_json("kpis", document)
+    with open_reader(obj.data_dir) as database:
+        if explain:
+            click.echo(analytics.compile(spec, database.backend.dialect, project_id=database.project_id))
+            return
+        result = analytics.run(database, spec)
+    if as_json:
+        click.echo(json.dumps(to_json(result), ensure_ascii=False))
+    else:
+        print_kpis(result, console)
+
+
 @cli.command()
 @click.pass_obj
 def info(obj: Context) -> None:

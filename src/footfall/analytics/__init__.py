@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any, overload
 
-from footfall.analytics import engagement, funnels
+from footfall.analytics import engagement, funnels, kpis
 from footfall.analytics.common import DateRange
 from footfall.analytics.conditions import OPERATORS, Filter
 from footfall.analytics.engagement import EngagementResult, EngagementSpec
 from footfall.analytics.errors import SpecError, UnsupportedFeature
 from footfall.analytics.funnels import Exclusion, FunnelResult, FunnelSpec, FunnelStep
+from footfall.analytics.kpis import KpiResult, KpiSpec
 from footfall.store.database import Database
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "FunnelResult",
     "FunnelSpec",
     "FunnelStep",
+    "KpiResult",
+    "KpiSpec",
     "SpecError",
     "UnsupportedFeature",
     "compile",
@@ -35,7 +38,7 @@ __all__ = [
 ]
 
 # Each spec type and the module that compiles and runs it.
-_ANALYSES: dict[type[Any], Any] = {FunnelSpec: funnels, EngagementSpec: engagement}
+_ANALYSES: dict[type[Any], Any] = {FunnelSpec: funnels, EngagementSpec: engagement, KpiSpec: kpis}
 
 
 def _module(spec: object) -> Any:
@@ -46,7 +49,7 @@ def _module(spec: object) -> Any:
         raise SpecError("spec", f"not an analysis spec: {type(spec).__name__} (known: {known})") from None
 
 
-def compile(spec: FunnelSpec | EngagementSpec, dialect: str, *, project_id: str = "default") -> str:
+def compile(spec: FunnelSpec | EngagementSpec | KpiSpec, dialect: str, *, project_id: str = "default") -> str:
     """The SQL of an analysis for a dialect ('duckdb' or 'clickhouse')."""
     sql: str = _module(spec).compile(spec, dialect, project_id=project_id)
     return sql
@@ -56,7 +59,9 @@ def compile(spec: FunnelSpec | EngagementSpec, dialect: str, *, project_id: str 
 def run(database: Database, spec: FunnelSpec) -> FunnelResult: ...
 @overload
 def run(database: Database, spec: EngagementSpec) -> EngagementResult: ...
-def run(database: Database, spec: FunnelSpec | EngagementSpec) -> FunnelResult | EngagementResult:
+@overload
+def run(database: Database, spec: KpiSpec) -> KpiResult: ...
+def run(database: Database, spec: FunnelSpec | EngagementSpec | KpiSpec) -> FunnelResult | EngagementResult | KpiResult:
     """Run an analysis on a database and return its typed result."""
-    result: FunnelResult | EngagementResult = _module(spec).run(database, spec)
+    result: FunnelResult | EngagementResult | KpiResult = _module(spec).run(database, spec)
     return result

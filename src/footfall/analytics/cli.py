@@ -17,6 +17,7 @@ from rich.table import Table
 from footfall.analytics.engagement import EngagementResult
 from footfall.analytics.errors import SpecError
 from footfall.analytics.funnels import FunnelResult
+from footfall.analytics.kpis import KpiResult
 
 
 def parse_where(text: str, at: str) -> dict[str, Any]:
@@ -153,3 +154,27 @@ def print_engagement(result: EngagementResult, console: Console) -> None:
         for entry in result.top:
             top.add_row(entry.person_id, f"{entry.score:.2f}", entry.band, f"{entry.events:,}")
         console.print(top)
+
+
+def print_kpis(result: KpiResult, console: Console) -> None:
+    overview = Table(show_header=False, box=None)
+    rows = [
+        ("active persons", f"{result.active_persons:,}"),
+        ("sessions", f"{result.sessions:,}"),
+        ("average session", _seconds(result.average_session_duration)),
+        ("engagement rate", f"{result.engagement_rate:.1%}"),
+        ("bounce rate", f"{result.bounce_rate:.1%}"),
+        ("pages per session", f"{result.pages_per_session:.2f}"),
+    ]
+    if result.conversion_rate is not None:
+        rows.append((f"conversion ({result.spec.conversion_event})", f"{result.conversion_rate:.1%}"))
+    rows += [(f"adoption of {event}", f"{rate:.1%}") for event, rate in result.adoption.items()]
+    for name, value in rows:
+        overview.add_row(name, value)
+    console.print(overview)
+    if result.clv:
+        clv = Table("cohort", "persons", "revenue", "per person", title="revenue per person by first month",
+                    title_justify="left", header_style="bold")
+        for cohort in result.clv:
+            clv.add_row(cohort.cohort, f"{cohort.persons:,}", f"{cohort.revenue:,.2f}", f"{cohort.revenue_per_person:,.2f}")
+        console.print(clv)

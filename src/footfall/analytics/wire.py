@@ -32,6 +32,7 @@ from footfall.analytics.conditions import Filter
 from footfall.analytics.engagement import EngagementSpec
 from footfall.analytics.errors import SpecError
 from footfall.analytics.funnels import Exclusion, FunnelSpec, FunnelStep
+from footfall.analytics.kpis import KpiSpec
 from footfall.durations import parse_duration
 
 
@@ -164,8 +165,26 @@ def _engagement(document: object) -> EngagementSpec:
     return spec
 
 
+def _kpis(document: object) -> KpiSpec:
+    body = _object(document, "", {"from", "to", "time_zone", "filters", "conversion_event", "features", "revenue_property",
+                                  "engaged_after"})
+    date_range = _date_range(body)
+    if date_range is None:
+        raise SpecError("from", "give the range: 'from' and 'to' (to is exclusive)")
+    options: dict[str, Any] = {"filters": _filters(body.get("filters"), "filters")}
+    if "features" in body:
+        options["features"] = tuple(_list(body["features"], "features"))
+    if "engaged_after" in body:
+        options["engaged_after"] = _duration(body["engaged_after"], "engaged_after")
+    for key in ("time_zone", "conversion_event", "revenue_property"):
+        if key in body:
+            options[key] = body[key]
+    spec: KpiSpec = KpiSpec(date_range, **options)
+    return spec
+
+
 # Each analysis's name in the API and the CLI, and how its spec is read.
-DECODERS: dict[str, Callable[[object], Any]] = {"funnel": _funnel, "engagement": _engagement}
+DECODERS: dict[str, Callable[[object], Any]] = {"funnel": _funnel, "engagement": _engagement, "kpis": _kpis}
 
 
 def spec_from_json(analysis: str, document: object) -> Any:

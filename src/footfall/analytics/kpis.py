@@ -1,0 +1,187 @@
+"""Sessions and KPIs over a date range: sessions, duration, bounce and
+engagement rates, pages per session, conversion and feature adoption rates,
+and historic revenue per person (CLV) by cohort.
+
+Definitions (the events considered are those in the range that pass the
+spec's filters):
+
+- a **session** is a ``session_id`` among those events; its duration runs from
+  its first to its last event in the range;
+- a session is **engaged** when it lasted at least ``engaged_after`` (10 s),
+  or has two or more page views, or holds the conversion event; the
+  **engagement rate** is engaged sessions over sessions and the **bounce
+  rate** is the rest (as GA4 defines them);
+- **pages per session**: page views (``page_view`` events) over sessions;
+- **active persons**: persons with an event; the **conversion rate** is
+  persons with the conversion event over active persons, and each feature's
+  **adoption rate** is persons with that event over active persons;
+- **CLV by cohort**: every person with an event before the range's end, by
+  the month (in the spec's time zone) of their first event ever; per cohort,
+  the persons, their revenue (the ``revenue`` property, JSON numbers only, of
+  all their events before the end) and the revenue per person.
+
+>>> spec = KpiSpec(DateRange.parse("2026-01-01", "2026-02-01"), conversion_event="purchase", features=("search",))
+>>> "page_view" in compile(spec, "clickhouse")
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from footfall.analytics.common import DateRange, as_tuple, check_range, events_where, zone
+from footfall.analytics.conditions import Filter
+from footfall.analytics.dialects import Dialect, dialect_named
+from footfall.analytics.errors import SpecError
+from footfall.store.database import Database
+
+_TEMPLATES = {
+    "duckdb": {
+        "distinct_if": "count(DISTINCT person_id) FILTER (WHERE {condition})",
+        "month": "strftime(timezone({zone}, {x}), '%Y-%m')",
+    },
+    "clickhouse": {
+        "distinct_if": "uniqExactIf(person_id, {condition})",
+        "month": "formatDateTime(toTimeZone({x}, {zone}), '%Y-%m')",
+    },
+}
+PAGE_VIEW = "page_view"
+
+
+@dataclass(frozen=True)
+class KpiSpec:
+    date_range: DateRange
+    time_zone: str = "UTC"
+    filters: tuple[Filter, ...] = ()
+    conversion_event: str | None = None
+    features: tuple[str, ...] = ()
+    revenue_property: str = "revenue"
+    engaged_after: timedelta = timedelta(seconds=10)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.date_range, DateRange):
+            raise SpecError("date_range", "give the range, e.g. DateRange.parse('2026-01-01', '2026-02-01')")
+        zone(self.time_zone)
+        check_range(self.date_range, self.time_zone)
+        object.__setattr__(self, "filters", as_tuple(self.filters, "filters", Filter))
+        if self.conversion_event is not None and (not isinstance(self.conversion_event, str) or not self.conversion_event):
+            raise SpecError("conversion_event", f"give an event name; got {self.conversion_event!r}")
+        features = as_tuple(self.features, "features", str)
+        for position, name in enumerate(features):
+            if not name:
+                raise SpecError(f"features[{position}]", "give an event name")
+        object.__setattr__(self, "features", features)
+        if not isinstance(self.revenue_property, str) or not self.revenue_property:
+            raise SpecError("revenue_property", "give the property holding revenue, e.g. 'revenue'")
+        if not isinstance(self.engaged_after, timedelta) or self.engaged_after < timedelta(0):
+            raise SpecError("engaged_after", f"give a duration of 0 or more; got {self.engaged_after!r}")
+
+
+@dataclass(frozen=True)
+class CohortValue:
+    cohort: str  # YYYY-MM of the persons' first event
+    persons: int
+    revenue: float
+    revenue_per_person: float
+
+
+@dataclass(frozen=True)
+class KpiResult:
+    spec: KpiSpec
+    active_persons: int
+    sessions: int
+    average_session_duration: timedelta | None
+    engagement_rate: float
+    bounce_rate: float
+    pages_per_session: float
+    conversion_rate: float | None  # None without a conversion event
+    adoption: dict[str, float]  # feature event -> adoption rate
+    clv: tuple[CohortValue, ...]
+
+
+def _render(dialect: Dialect, template: str, **parts: str) -> str:
+    return _TEMPLATES[dialect.name][template].format(**parts)
+
+
+def _where(spec: KpiSpec, dialect: Dialect, project_id: str) -> str:
+    start, end = spec.date_range.resolve(spec.time_zone)
+    # events_where takes inclusive bounds; the range is half open.
+    return events_where(dialect, project_id, since=start, filters=spec.filters) + (
+        f"\n  AND timestamp < {dialect.timestamp(end)}"
+    )
+
+
+def compile_sessions(spec: KpiSpec, dialect_name: str, *, project_id: str = "default") -> str:
+    """One row: sessions, total duration (ms), engaged sessions, page views."""
+    dialect = dialect_named(dialect_name)
+    ms = dialect.render("epoch_ms", x="timestamp")
+    converted = f"event = {dialect.quote(spec.conversion_event)}" if spec.conversion_event else "false"
+    engaged = (f"(last_ms - first_ms >= {spec.engaged_after // timedelta(milliseconds=1)} OR page_views >= 2"
+               " OR converted = 1)")
+    return (
+        "WITH sessions AS (\n"
+        f"SELECT session_id, min({ms}) AS first_ms, max({ms}) AS last_ms,\n"
+        f"  sum(CASE WHEN event = {dialect.quote(PAGE_VIEW)} THEN 1 ELSE 0 END) AS page_views,\n"
+        f"  max(CASE WHEN {converted} THEN 1 ELSE 0 END) AS converted\n"
+        f"FROM events\nWHERE {_where(spec, dialect, project_id)}\nGROUP BY session_id)\n"
+        f"SELECT count(*), sum(last_ms - first_ms), {dialect.render('count_if', condition=engaged)}, sum(page_views)\n"
+        f"FROM sessions{dialect.query_suffix}"
+    )
+
+
+def compile_persons(spec: KpiSpec, dialect_name: str, *, project_id: str = "default") -> str:
+    """One row: active persons, converted persons (or 0), then persons per feature."""
+    dialect = dialect_named(dialect_name)
+    columns = ["count(DISTINCT person_id)"]
+    for event in (spec.conversion_event, *spec.features):
+        condition = f"event = {dialect.quote(event)}" if event else "false"
+        columns.append(_render(dialect, "distinct_if", condition=condition))
+    return f"SELECT {', '.join(columns)}\nFROM events\nWHERE {_where(spec, dialect, project_id)}"
+
+
+def compile_clv(spec: KpiSpec, dialect_name: str, *, project_id: str = "default") -> str:
+    """Per cohort month: persons, revenue."""
+    dialect = dialect_named(dialect_name)
+    _, end = spec.date_range.resolve(spec.time_zone)
+    path = dialect.json_path((spec.revenue_property,))
+    revenue = (f"CASE WHEN {dialect.render('json_is_number', doc='properties', path=path)}"
+               f" THEN {dialect.render('json_number', doc='properties', path=path)} ELSE 0 END")
+    month = _render(dialect, "month", zone=dialect.quote(spec.time_zone), x="min(timestamp)")
+    return (
+        f"SELECT cohort, count(*) AS persons, sum(revenue) AS revenue FROM (\n"
+        f"  SELECT person_id, {month} AS cohort, sum({revenue}) AS revenue\n"
+        f"  FROM events WHERE project_id = {dialect.quote(project_id)} AND timestamp < {dialect.timestamp(end)}\n"
+        f"  GROUP BY person_id) AS per_person\nGROUP BY cohort ORDER BY cohort"
+    )
+
+
+def compile(spec: KpiSpec, dialect: str, *, project_id: str = "default") -> str:
+    """The three queries of the KPIs, one after another (each runs alone)."""
+    return ";\n\n".join(
+        build(spec, dialect, project_id=project_id) for build in (compile_sessions, compile_persons, compile_clv)
+    )
+
+
+def run(database: Database, spec: KpiSpec) -> KpiResult:
+    dialect, project = database.backend.dialect, database.project_id
+    sessions, total_ms, engaged, page_views = database.query(compile_sessions(spec, dialect, project_id=project)).rows[0]
+    counts = [int(value or 0) for value in database.query(compile_persons(spec, dialect, project_id=project)).rows[0]]
+    active, converted, features = counts[0], counts[1], counts[2:]
+    sessions, engaged = int(sessions or 0), int(engaged or 0)
+    cohorts = tuple(
+        CohortValue(str(cohort), int(persons), round(float(revenue or 0), 6), round(float(revenue or 0) / int(persons), 6))
+        for cohort, persons, revenue in database.query(compile_clv(spec, dialect, project_id=project)).rows
+    )
+    return KpiResult(
+        spec=spec,
+        active_persons=active,
+        sessions=sessions,
+        average_session_duration=timedelta(milliseconds=float(total_ms) / sessions) if sessions else None,
+        engagement_rate=engaged / sessions if sessions else 0.0,
+        bounce_rate=(sessions - engaged) / sessions if sessions else 0.0,
+        pages_per_session=float(page_views or 0) / sessions if sessions else 0.0,
+        conversion_rate=(converted / active if active else 0.0) if spec.conversion_event else None,
+        adoption={event: (count / active if active else 0.0) for event, count in zip(spec.features, features, strict=True)},
+        clv=cohorts,
+    )
