@@ -231,3 +231,20 @@ def test_kpis_through_the_http_api_and_the_cli(data_dir: Path, server: LiveServe
                                       "--conversion", "purchase", "--feature", "search", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == kpis_expected
+
+
+def test_trends_stickiness_and_lifecycle_over_http(server: LiveServer) -> None:
+    document = {"from": "2026-01-02", "to": "2026-01-09", "event": "page_view", "measure": "persons"}
+    status, body = post(server, "/v1/query/trend", json.dumps(document).encode(), server.secret_key)
+    assert status == 200
+    [series] = body["result"]["series"]
+    assert len(series["points"]) == 7
+    assert sum(point["value"] for point in series["points"]) > 0
+    status, sticky = post(server, "/v1/query/stickiness", json.dumps(document).encode(), server.secret_key)
+    assert status == 200
+    assert sum(sticky["result"].values()) > 0
+    status, cycle = post(server, "/v1/query/lifecycle", json.dumps(document).encode(), server.secret_key)
+    assert status == 200
+    assert [point["bucket"][:10] for point in cycle["result"]][:2] == ["2026-01-02", "2026-01-03"]
+    status, body = post(server, "/v1/query/trend", json.dumps({**document, "measure": "sum"}).encode(), server.secret_key)
+    assert (status, body["error"]["field"]) == (400, "property")

@@ -498,6 +498,66 @@ def query_kpis(
         print_kpis(result, console)
 
 
+@query.command(name="trend")
+@click.option("--from", "start", required=True, metavar="DATE", help="First day, ISO 8601.")
+@click.option("--to", "end", required=True, metavar="DATE", help="End of the range, exclusive.")
+@click.option("--event", help="The event (default: every event).")
+@click.option("--measure", default="count", show_default=True,
+              type=click.Choice(["count", "persons", "dau", "wau", "mau", "per_person_avg", "per_person_median", "per_person_p90", "sum", "avg"]))
+@click.option("--property", "property_", metavar="KEY", help="The numeric property for sum / avg, e.g. revenue.")
+@click.option("--interval", default="day", show_default=True, type=click.Choice(["hour", "day", "week", "month"]))
+@click.option("--tz", "time_zone", metavar="ZONE", help="Time zone of dates and buckets (default UTC).")
+@click.option("--where", multiple=True, metavar="FIELD:OP[:VALUE]", help="Keep events (or persons, with traits.KEY); repeatable.")
+@click.option("--breakdown", metavar="FIELD", help="Split by an event property or text column.")
+@click.option("--view", default="trend", show_default=True, type=click.Choice(["trend", "stickiness", "lifecycle"]),
+              help="The measure per bucket, persons by active days, or new / returning / resurrecting / dormant.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--explain", is_flag=True, help="Print the SQL instead of running it.")
+@click.pass_obj
+def query_trend(
+    obj: Context, start: str, end: str, event: str | None, measure: str, property_: str | None, interval: str,
+    time_zone: str | None, where: tuple[str, ...], breakdown: str | None, view: str, as_json: bool, explain: bool,
+) -> None:
+    """A measure of an event per hour, day, week or month; its stickiness; its lifecycle."""
+    from footfall import analytics
+    from footfall.analytics import trends
+    from footfall.analytics.cli import parse_where, print_lifecycle, print_stickiness, print_trend
+    from footfall.analytics.wire import spec_from_json, to_json
+    from footfall.api.local import open_reader
+
+    document: dict[str, Any] = {"from": start, "to": end, "measure": measure, "interval": interval,
+                                "filters": [parse_where(text, f"--where {text!r}") for text in where]}
+    for key, value in (("event", event), ("property", property_), ("time_zone", time_zone), ("breakdown", breakdown)):
+        if value is not None:
+            document[key] = value
+    spec = spec_from_json("trend", document)
+    with open_reader(obj.data_dir) as database:
+        dialect, project = database.backend.dialect, database.project_id
+        if explain:
+            compiler = {"trend": trends.compile, "stickiness": trends.compile_activity, "lifecycle": trends.compile_lifecycle}[view]
+            click.echo(compiler(spec, dialect, project_id=project))
+            return
+        if view == "stickiness":
+            sticky = trends.stickiness(database, spec)
+            if as_json:
+                click.echo(json.dumps(sticky))
+            else:
+                print_stickiness(sticky, console)
+            return
+        if view == "lifecycle":
+            cycle = trends.lifecycle(database, spec)
+            if as_json:
+                click.echo(json.dumps(to_json(cycle)))
+            else:
+                print_lifecycle(cycle, console)
+            return
+        result = analytics.run(database, spec)
+    if as_json:
+        click.echo(json.dumps(to_json(result), ensure_ascii=False))
+    else:
+        print_trend(result, console)
+
+
 @cli.command()
 @click.pass_obj
 def info(obj: Context) -> None:

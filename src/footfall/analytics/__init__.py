@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any, overload
 
-from footfall.analytics import engagement, funnels, kpis
+from footfall.analytics import engagement, funnels, kpis, trends
 from footfall.analytics.common import DateRange
 from footfall.analytics.conditions import OPERATORS, Filter
 from footfall.analytics.engagement import EngagementResult, EngagementSpec
 from footfall.analytics.errors import SpecError, UnsupportedFeature
 from footfall.analytics.funnels import Exclusion, FunnelResult, FunnelSpec, FunnelStep
 from footfall.analytics.kpis import KpiResult, KpiSpec
+from footfall.analytics.trends import TrendResult, TrendSpec
 from footfall.store.database import Database
 
 __all__ = [
@@ -32,13 +33,15 @@ __all__ = [
     "KpiResult",
     "KpiSpec",
     "SpecError",
+    "TrendResult",
+    "TrendSpec",
     "UnsupportedFeature",
     "compile",
     "run",
 ]
 
 # Each spec type and the module that compiles and runs it.
-_ANALYSES: dict[type[Any], Any] = {FunnelSpec: funnels, EngagementSpec: engagement, KpiSpec: kpis}
+_ANALYSES: dict[type[Any], Any] = {FunnelSpec: funnels, EngagementSpec: engagement, KpiSpec: kpis, TrendSpec: trends}
 
 
 def _module(spec: object) -> Any:
@@ -49,7 +52,7 @@ def _module(spec: object) -> Any:
         raise SpecError("spec", f"not an analysis spec: {type(spec).__name__} (known: {known})") from None
 
 
-def compile(spec: FunnelSpec | EngagementSpec | KpiSpec, dialect: str, *, project_id: str = "default") -> str:
+def compile(spec: FunnelSpec | EngagementSpec | KpiSpec | TrendSpec, dialect: str, *, project_id: str = "default") -> str:
     """The SQL of an analysis for a dialect ('duckdb' or 'clickhouse')."""
     sql: str = _module(spec).compile(spec, dialect, project_id=project_id)
     return sql
@@ -61,7 +64,11 @@ def run(database: Database, spec: FunnelSpec) -> FunnelResult: ...
 def run(database: Database, spec: EngagementSpec) -> EngagementResult: ...
 @overload
 def run(database: Database, spec: KpiSpec) -> KpiResult: ...
-def run(database: Database, spec: FunnelSpec | EngagementSpec | KpiSpec) -> FunnelResult | EngagementResult | KpiResult:
+@overload
+def run(database: Database, spec: TrendSpec) -> TrendResult: ...
+def run(
+    database: Database, spec: FunnelSpec | EngagementSpec | KpiSpec | TrendSpec
+) -> FunnelResult | EngagementResult | KpiResult | TrendResult:
     """Run an analysis on a database and return its typed result."""
-    result: FunnelResult | EngagementResult | KpiResult = _module(spec).run(database, spec)
+    result: FunnelResult | EngagementResult | KpiResult | TrendResult = _module(spec).run(database, spec)
     return result

@@ -18,6 +18,7 @@ from footfall.analytics.engagement import EngagementResult
 from footfall.analytics.errors import SpecError
 from footfall.analytics.funnels import FunnelResult
 from footfall.analytics.kpis import KpiResult
+from footfall.analytics.trends import LifecyclePoint, TrendResult
 
 
 def parse_where(text: str, at: str) -> dict[str, Any]:
@@ -178,3 +179,33 @@ def print_kpis(result: KpiResult, console: Console) -> None:
         for cohort in result.clv:
             clv.add_row(cohort.cohort, f"{cohort.persons:,}", f"{cohort.revenue:,.2f}", f"{cohort.revenue_per_person:,.2f}")
         console.print(clv)
+
+
+def print_trend(result: TrendResult, console: Console, max_series: int = 8) -> None:
+    shown = result.series[:max_series]
+    names = [("all" if entry.breakdown is None and result.spec.breakdown is None else str(entry.breakdown)) for entry in shown]
+    table = Table("bucket", *names, header_style="bold",
+                  title=f"{result.spec.measure} of {result.spec.event or 'every event'} per {result.spec.interval}", title_justify="left")
+    for index, point in enumerate(shown[0].points if shown else ()):
+        table.add_row(point.bucket, *(_number(entry.points[index].value) for entry in shown))
+    console.print(table)
+    if len(result.series) > max_series:
+        console.print(f"[dim]{len(result.series) - max_series} more breakdown values; --json shows all[/dim]")
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if value == int(value) else f"{value:,.2f}"
+
+
+def print_stickiness(counts: dict[int, int], console: Console) -> None:
+    table = Table("active days", "persons", header_style="bold")
+    for days, persons in counts.items():
+        table.add_row(str(days), f"{persons:,}")
+    console.print(table)
+
+
+def print_lifecycle(points: tuple[LifecyclePoint, ...], console: Console) -> None:
+    table = Table("bucket", "new", "returning", "resurrecting", "dormant", header_style="bold")
+    for point in points:
+        table.add_row(point.bucket, f"{point.new:,}", f"{point.returning:,}", f"{point.resurrecting:,}", f"{point.dormant:,}")
+    console.print(table)

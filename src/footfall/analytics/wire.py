@@ -27,13 +27,16 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from footfall.analytics import trends
 from footfall.analytics.common import DateRange
 from footfall.analytics.conditions import Filter
 from footfall.analytics.engagement import EngagementSpec
 from footfall.analytics.errors import SpecError
 from footfall.analytics.funnels import Exclusion, FunnelSpec, FunnelStep
 from footfall.analytics.kpis import KpiSpec
+from footfall.analytics.trends import TrendSpec
 from footfall.durations import parse_duration
+from footfall.store.database import Database
 
 
 def _object(value: object, at: str, known: set[str]) -> Mapping[str, Any]:
@@ -183,8 +186,26 @@ def _kpis(document: object) -> KpiSpec:
     return spec
 
 
+def _trend(document: object) -> TrendSpec:
+    body = _object(document, "", {"from", "to", "event", "measure", "interval", "property", "time_zone", "filters", "breakdown"})
+    date_range = _date_range(body)
+    if date_range is None:
+        raise SpecError("from", "give the range: 'from' and 'to' (to is exclusive)")
+    options: dict[str, Any] = {"filters": _filters(body.get("filters"), "filters")}
+    for key in ("event", "measure", "interval", "property", "time_zone", "breakdown"):
+        if key in body:
+            options[key] = body[key]
+    spec: TrendSpec = TrendSpec(date_range, **options)
+    return spec
+
+
 # Each analysis's name in the API and the CLI, and how its spec is read.
-DECODERS: dict[str, Callable[[object], Any]] = {"funnel": _funnel, "engagement": _engagement, "kpis": _kpis}
+DECODERS: dict[str, Callable[[object], Any]] = {
+    "funnel": _funnel, "engagement": _engagement, "kpis": _kpis,
+    "trend": _trend, "stickiness": _trend, "lifecycle": _trend,
+}
+# Analyses that share another's spec but answer differently (the rest: ``analytics.run``).
+RUNNERS: dict[str, Callable[[Database, Any], Any]] = {"stickiness": trends.stickiness, "lifecycle": trends.lifecycle}
 
 
 def spec_from_json(analysis: str, document: object) -> Any:

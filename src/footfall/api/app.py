@@ -123,7 +123,7 @@ def create_app(
         out; with ``?explain=true``, only the SQL it runs."""
         from footfall import analytics
         from footfall.analytics.errors import SpecError
-        from footfall.analytics.wire import spec_from_json, to_json
+        from footfall.analytics.wire import RUNNERS, spec_from_json, to_json
 
         if not authorised(request):
             return unauthorised()
@@ -138,7 +138,8 @@ def create_app(
             spec = spec_from_json(request.path_params["analysis"], document)
             if request.query_params.get("explain", "").lower() in ("1", "true", "yes"):
                 return json_response({"sql": analytics.compile(spec, database.backend.dialect, project_id=database.project_id)})
-            result = await run_in_threadpool(analytics.run, database, spec)
+            runner = RUNNERS.get(request.path_params["analysis"], analytics.run)
+            result = await run_in_threadpool(runner, database, spec)
         except SpecError as exc:
             return error_response(400, {"code": exc.code, "field": exc.field, "message": exc.problem})
         except FootfallError as exc:

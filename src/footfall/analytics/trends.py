@@ -1,0 +1,353 @@
+"""Trends: a measure of one event (or of all events) per time bucket, and the
+stickiness and lifecycle of the persons behind it.
+
+Buckets are hours, days, weeks (starting Monday) or months in the spec's time
+zone; every bucket of the range is listed, empty ones with 0. Measures:
+
+- ``count``: events; ``persons``: distinct persons;
+- ``dau`` / ``wau`` / ``mau``: distinct persons with the event in the 1 / 7 /
+  30 local days ending with the bucket's last day (days of the range only, so
+  the first days of a range see fewer);
+- ``per_person_avg`` / ``per_person_median`` / ``per_person_p90``: of the
+  events each active person did in the bucket (persons without any are not
+  counted; the quantiles are interpolated);
+- ``sum`` / ``avg`` of a numeric ``property`` (JSON numbers only).
+
+A breakdown splits every bucket by an event property or text column.
+
+**Stickiness**: for each N, the persons with the event on exactly N distinct
+local days of the range. **Lifecycle** per bucket: ``new`` persons (their first
+event ever, of any kind, falls in it), ``returning`` (active in it and in the
+bucket before), ``resurrecting`` (active in it, not in the one before, and
+not new), and ``dormant`` (active in the bucket before, not in it; given as a
+negative count, the usual way to draw it).
+
+>>> spec = TrendSpec(DateRange.parse("2026-01-01", "2026-01-08"), event="purchase", measure="sum", property="revenue")
+>>> "revenue" in compile(spec, "duckdb")
+True
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Literal, get_args
+from zoneinfo import ZoneInfo
+
+from footfall.analytics.common import (
+    DateRange,
+    as_tuple,
+    breakdown_sql,
+    check_breakdown,
+    check_range,
+    events_where,
+    zone,
+)
+from footfall.analytics.conditions import Filter, parse_field
+from footfall.analytics.dialects import Dialect, dialect_named
+from footfall.analytics.errors import SpecError
+from footfall.store.database import Database
+
+Interval = Literal["hour", "day", "week", "month"]
+Measure = Literal["count", "persons", "dau", "wau", "mau", "per_person_avg", "per_person_median", "per_person_p90", "sum", "avg"]
+_ROLLING = {"dau": 1, "wau": 7, "mau": 30}
+_PER_PERSON = {"per_person_avg": None, "per_person_median": 0.5, "per_person_p90": 0.9}
+
+_BUCKET = {
+    "duckdb": {
+        "hour": "strftime(date_trunc('hour', timezone({zone}, timestamp)), '%Y-%m-%d %H:00')",
+        "other": "strftime(date_trunc('{unit}', timezone({zone}, timestamp)), '%Y-%m-%d 00:00')",
+        "day_number": "(CAST(timezone({zone}, timestamp) AS DATE) - DATE '1970-01-01')",
+        "quantile": "quantile_cont({x}, {q})",
+    },
+    "clickhouse": {
+        "hour": "formatDateTime(toStartOfHour(toTimeZone(timestamp, {zone})), '%Y-%m-%d %H:00')",
+        "day": "formatDateTime(toDate(toTimeZone(timestamp, {zone})), '%Y-%m-%d 00:00')",
+        "week": "formatDateTime(toMonday(toTimeZone(timestamp, {zone})), '%Y-%m-%d 00:00')",
+        "month": "formatDateTime(toStartOfMonth(toTimeZone(timestamp, {zone})), '%Y-%m-%d 00:00')",
+        "day_number": "toInt64(toDate(toTimeZone(timestamp, {zone})))",
+        "quantile": "quantileExactInclusive({q})({x})",
+    },
+}
+
+
+@dataclass(frozen=True)
+class TrendSpec:
+    date_range: DateRange
+    event: str | None = None  # None: every event
+    measure: Measure = "count"
+    interval: Interval = "day"
+    property: str | None = None  # for sum / avg: properties.KEY or KEY
+    time_zone: str = "UTC"
+    filters: tuple[Filter, ...] = ()
+    breakdown: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.date_range, DateRange):
+            raise SpecError("date_range", "give the range, e.g. DateRange.parse('2026-01-01', '2026-02-01')")
+        zone(self.time_zone)
+        check_range(self.date_range, self.time_zone)
+        if self.event is not None and (not isinstance(self.event, str) or not self.event):
+            raise SpecError("event", "give an event name, or None for every event")
+        if self.measure not in get_args(Measure):
+            raise SpecError("measure", f"use one of {', '.join(get_args(Measure))}; got {self.measure!r}")
+        if self.interval not in get_args(Interval):
+            raise SpecError("interval", f"use one of {', '.join(get_args(Interval))}; got {self.interval!r}")
+        if self.measure in ("sum", "avg"):
+            if not isinstance(self.property, str) or not self.property:
+                raise SpecError("property", f"{self.measure} needs the numeric property, e.g. 'revenue'")
+            name = self.property if self.property.startswith("properties.") else f"properties.{self.property}"
+            target = parse_field(name, "property")
+            if target.kind != "event_property":
+                raise SpecError("property", f"give an event property; got {self.property!r}")
+            object.__setattr__(self, "property", name)
+        elif self.property is not None:
+            raise SpecError("property", f"only sum and avg take a property; {self.measure} counts events or persons")
+        if self.measure in _ROLLING and self.interval == "hour":
+            raise SpecError("interval", f"{self.measure} counts whole days; use day, week or month")
+        object.__setattr__(self, "filters", as_tuple(self.filters, "filters", Filter))
+        check_breakdown(self.breakdown)
+        if self.breakdown is not None and self.measure in _ROLLING:
+            raise SpecError("breakdown", f"{self.measure} has no breakdown (a person may appear under several values)")
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    bucket: str  # 'YYYY-MM-DD HH:MM', local time of the bucket's start
+    value: float
+
+
+@dataclass(frozen=True)
+class TrendSeries:
+    breakdown: str | None
+    points: tuple[TrendPoint, ...]
+
+    @property
+    def total(self) -> float:
+        return sum(point.value for point in self.points)
+
+
+@dataclass(frozen=True)
+class TrendResult:
+    spec: TrendSpec
+    series: tuple[TrendSeries, ...]  # one, or one per breakdown value (largest total first)
+
+
+# -- buckets -------------------------------------------------------------------
+
+
+def _local(value: datetime, tz: ZoneInfo) -> datetime:
+    return value.astimezone(tz).replace(tzinfo=None)
+
+
+def bucket_start(moment: datetime, interval: Interval) -> datetime:
+    """The start of the bucket holding a local time."""
+    if interval == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if interval == "week":
+        return day - timedelta(days=day.weekday())
+    if interval == "month":
+        return day.replace(day=1)
+    return day
+
+
+def _next(start: datetime, interval: Interval) -> datetime:
+    if interval == "hour":
+        return start + timedelta(hours=1)
+    if interval == "day":
+        return start + timedelta(days=1)
+    if interval == "week":
+        return start + timedelta(days=7)
+    return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def buckets(spec: TrendSpec) -> list[str]:
+    """Every bucket the range touches, as local start times."""
+    tz = ZoneInfo(spec.time_zone)
+    start, end = spec.date_range.resolve(spec.time_zone)
+    current, last = bucket_start(_local(start, tz), spec.interval), _local(end - timedelta(microseconds=1), tz)
+    labels = []
+    while current <= last:
+        labels.append(current.strftime("%Y-%m-%d %H:%M"))
+        current = _next(current, spec.interval)
+    return labels
+
+
+def _bucket_sql(dialect: Dialect, interval: Interval, time_zone: str) -> str:
+    templates = _BUCKET[dialect.name]
+    template = templates.get(interval) or templates["other"].replace("{unit}", interval)
+    return template.format(zone=dialect.quote(time_zone))
+
+
+def _where(spec: TrendSpec, dialect: Dialect, project_id: str, *, any_event: bool = False) -> str:
+    start, end = spec.date_range.resolve(spec.time_zone)
+    events = None if any_event or spec.event is None else [spec.event]
+    return events_where(dialect, project_id, since=start, filters=spec.filters, events=events) + (
+        f"\n  AND timestamp < {dialect.timestamp(end)}"
+    )
+
+
+# -- compilers -----------------------------------------------------------------
+
+
+def compile(spec: TrendSpec, dialect_name: str, *, project_id: str = "default") -> str:
+    """Rows of (bucket, breakdown, value); for dau/wau/mau, (person, local day number)."""
+    dialect = dialect_named(dialect_name)
+    where = _where(spec, dialect, project_id)
+    if spec.measure in _ROLLING:
+        day = _BUCKET[dialect.name]["day_number"].format(zone=dialect.quote(spec.time_zone))
+        return f"SELECT DISTINCT person_id, {day} AS day FROM events\nWHERE {where}"
+    bucket = _bucket_sql(dialect, spec.interval, spec.time_zone)
+    group = breakdown_sql(dialect, check_breakdown(spec.breakdown))
+    if spec.measure in _PER_PERSON:
+        q = _PER_PERSON[spec.measure]
+        value = "avg(n)" if q is None else _BUCKET[dialect.name]["quantile"].format(x="n", q=q)
+        return (
+            f"SELECT bucket, breakdown, {value} FROM (\n"
+            f"  SELECT {bucket} AS bucket, {group} AS breakdown, person_id, count(*) AS n FROM events\n"
+            f"  WHERE {where}\n  GROUP BY bucket, breakdown, person_id) AS per_person\n"
+            f"GROUP BY bucket, breakdown"
+        )
+    if spec.measure in ("sum", "avg"):
+        assert spec.property is not None
+        path = dialect.json_path(tuple(spec.property.split(".")[1:]))
+        number = dialect.render("json_number", doc="properties", path=path)
+        is_number = dialect.render("json_is_number", doc="properties", path=path)
+        value = (f"sum(CASE WHEN {is_number} THEN {number} ELSE 0 END)" if spec.measure == "sum"
+                 else dialect.render("avg_if", x=number, condition=is_number))
+    else:
+        value = "count(*)" if spec.measure == "count" else "count(DISTINCT person_id)"
+    return f"SELECT {bucket} AS bucket, {group} AS breakdown, {value}\nFROM events\nWHERE {where}\nGROUP BY bucket, breakdown"
+
+
+def compile_activity(spec: TrendSpec, dialect_name: str, *, project_id: str = "default") -> str:
+    """Distinct (person, local day number) with the spec's event in the range: stickiness."""
+    dialect = dialect_named(dialect_name)
+    day = _BUCKET[dialect.name]["day_number"].format(zone=dialect.quote(spec.time_zone))
+    return f"SELECT person_id, count(DISTINCT {day}) AS days FROM events\nWHERE {_where(spec, dialect, project_id)}\nGROUP BY person_id"
+
+
+def compile_lifecycle(spec: TrendSpec, dialect_name: str, *, project_id: str = "default") -> str:
+    """(person, bucket, is first ever bucket) for active persons, from the
+    bucket before the range on; and each person's first bucket ever."""
+    dialect = dialect_named(dialect_name)
+    bucket = _bucket_sql(dialect, spec.interval, spec.time_zone)
+    start, end = spec.date_range.resolve(spec.time_zone)
+    tz = ZoneInfo(spec.time_zone)
+    first = bucket_start(_local(start, tz), spec.interval)
+    previous = _previous(first, spec.interval).replace(tzinfo=tz).astimezone(start.tzinfo)
+    events = "" if spec.event is None else f" AND event = {dialect.quote(spec.event)}"
+    where = events_where(dialect, project_id, since=previous, filters=spec.filters)
+    project = dialect.quote(project_id)
+    return (
+        f"SELECT a.person_id, a.bucket, f.first_bucket FROM (\n"
+        f"  SELECT DISTINCT person_id, {bucket} AS bucket FROM events\n"
+        f"  WHERE {where}{events}\n  AND timestamp < {dialect.timestamp(end)}) AS a\n"
+        f"JOIN (SELECT person_id, min(bucket) AS first_bucket FROM (\n"
+        f"  SELECT person_id, {bucket} AS bucket FROM events WHERE project_id = {project}) AS every\n"
+        f"  GROUP BY person_id) AS f ON a.person_id = f.person_id"
+    )
+
+
+def _previous(start: datetime, interval: Interval) -> datetime:
+    if interval == "hour":
+        return start - timedelta(hours=1)
+    if interval == "day":
+        return start - timedelta(days=1)
+    if interval == "week":
+        return start - timedelta(days=7)
+    return (start - timedelta(days=1)).replace(day=1)
+
+
+# -- running -------------------------------------------------------------------
+
+
+def _series(spec: TrendSpec, rows: Iterable[tuple[str, str | None, float | None]]) -> tuple[TrendSeries, ...]:
+    labels = buckets(spec)
+    values: dict[str | None, dict[str, float]] = defaultdict(dict)
+    for bucket, group, value in rows:
+        values[group if spec.breakdown is not None else None][str(bucket)] = float(value or 0)
+    if not values:
+        values[None] = {}
+    series = [TrendSeries(group, tuple(TrendPoint(label, by_bucket.get(label, 0.0)) for label in labels))
+              for group, by_bucket in values.items()]
+    series.sort(key=lambda entry: (-entry.total, entry.breakdown is None, entry.breakdown or ""))
+    return tuple(series)
+
+
+def _rolling(spec: TrendSpec, rows: Iterable[tuple[str, int]]) -> tuple[TrendSeries, ...]:
+    days_of: dict[int, set[str]] = defaultdict(set)
+    for person, day in rows:
+        days_of[int(day)].add(str(person))
+    width = _ROLLING[spec.measure]
+    points = []
+    epoch = date(1970, 1, 1)
+    for label in buckets(spec):
+        start = datetime.strptime(label, "%Y-%m-%d %H:%M")
+        last_day = (_next(start, spec.interval) - timedelta(days=1)).date()
+        end_number = (last_day - epoch).days
+        active: set[str] = set()
+        for number in range(end_number - width + 1, end_number + 1):
+            active |= days_of.get(number, set())
+        points.append(TrendPoint(label, float(len(active))))
+    return (TrendSeries(None, tuple(points)),)
+
+
+def run(database: Database, spec: TrendSpec) -> TrendResult:
+    rows = database.query(compile(spec, database.backend.dialect, project_id=database.project_id)).rows
+    if spec.measure in _ROLLING:
+        return TrendResult(spec, _rolling(spec, rows))
+    return TrendResult(spec, _series(spec, rows))
+
+
+def stickiness(database: Database, spec: TrendSpec) -> dict[int, int]:
+    """Persons by the number of distinct local days of the range they did the event on."""
+    rows = database.query(compile_activity(spec, database.backend.dialect, project_id=database.project_id)).rows
+    counts: dict[int, int] = defaultdict(int)
+    for _, days in rows:
+        counts[int(days)] += 1
+    return dict(sorted(counts.items()))
+
+
+@dataclass(frozen=True)
+class LifecyclePoint:
+    bucket: str
+    new: int
+    returning: int
+    resurrecting: int
+    dormant: int  # negative: persons who were active the bucket before and are not now
+
+
+def lifecycle(database: Database, spec: TrendSpec) -> tuple[LifecyclePoint, ...]:
+    rows = database.query(compile_lifecycle(spec, database.backend.dialect, project_id=database.project_id)).rows
+    active: dict[str, set[str]] = defaultdict(set)
+    first_bucket: dict[str, str] = {}
+    for person, bucket, first in rows:
+        active[str(bucket)].add(str(person))
+        first_bucket[str(person)] = str(first)
+    labels = buckets(spec)
+    previous_label = _previous(datetime.strptime(labels[0], "%Y-%m-%d %H:%M"), spec.interval).strftime("%Y-%m-%d %H:%M")
+    points = []
+    before = active.get(previous_label, set())
+    for label in labels:
+        now = active.get(label, set())
+        new = {person for person in now if first_bucket[person] == label}
+        returning = (now - new) & before
+        points.append(LifecyclePoint(label, len(new), len(returning), len(now - new - returning), -len(before - now)))
+        before = now
+    return tuple(points)
+
+
+def per_person_quantile(counts: list[int], q: float) -> float:
+    """The interpolated quantile the engines compute (for the reference)."""
+    ordered = sorted(counts)
+    if q == 0.5:
+        return float(statistics.median(ordered))
+    position = q * (len(ordered) - 1)
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
