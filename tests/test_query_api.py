@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from footfall import analytics
 from footfall.analytics.errors import SpecError
 from footfall.analytics.wire import spec_from_json, to_json
-from footfall.api.openapi import FUNNEL_REQUEST, document
+from footfall.api.openapi import FUNNEL_REQUEST, QUERY_REQUESTS, document
 from footfall.cli import cli
 from footfall.config import init_data_dir
 from footfall.pipeline import Pipeline
@@ -136,13 +136,21 @@ def test_the_openapi_document_describes_the_query_api(server: LiveServer) -> Non
         served = json.loads(response.read())
     assert served == json.loads(json.dumps(document()))
     assert {"/v1/query/funnel", "/v1/profiles/{identity}", "/v1/batch", "/v1/sql"} <= set(served["paths"])
-    jsonschema.Draft202012Validator.check_schema(FUNNEL_REQUEST)
-    validator = jsonschema.Draft202012Validator(FUNNEL_REQUEST)
-    for example in [*FUNNEL_REQUEST["examples"], SPEC]:
-        validator.validate(example)
-        spec_from_json("funnel", example)  # what the schema admits, the decoder takes
-    for wrong in ({"steps": ["a", "b"], "colour": "red"}, {"steps": ["a"]}, {"steps": ["a", "b"], "mode": "loose"}):
-        assert not validator.is_valid(wrong)
+    examples = {"funnel": [SPEC], "engagement": [ENGAGEMENT], "kpis": [KPIS], "trend": [], "stickiness": [], "lifecycle": []}
+    for name, request in QUERY_REQUESTS.items():
+        assert f"/v1/query/{name}" in served["paths"]
+        jsonschema.Draft202012Validator.check_schema(request)
+        validator = jsonschema.Draft202012Validator(request)
+        for example in [*request["examples"], *examples[name]]:
+            validator.validate(example)
+            spec_from_json(name, example)  # what the schema admits, the decoder takes
+        for wrong in ({"colour": "red"}, {"from": 7}):
+            assert not validator.is_valid(wrong)
+            with pytest.raises(SpecError):
+                spec_from_json(name, wrong)
+    funnel = jsonschema.Draft202012Validator(FUNNEL_REQUEST)
+    for wrong in ({"steps": ["a"]}, {"steps": ["a", "b"], "mode": "loose"}):
+        assert not funnel.is_valid(wrong)
         with pytest.raises(SpecError):
             spec_from_json("funnel", wrong)
 

@@ -62,6 +62,66 @@ FUNNEL_REQUEST: dict[str, Any] = {
         "window": "1h", "from": "2026-01-01", "to": "2026-02-01", "breakdown": "properties.utm_source",
     }],
 }
+_RANGE = {
+    "from": {"type": "string", "description": "ISO 8601 date or time, inclusive"},
+    "to": {"type": "string", "description": "ISO 8601 date or time, exclusive"},
+    "time_zone": {"type": "string", "default": "UTC", "description": "IANA name; dates are midnights in it"},
+    "filters": {"type": "array", "items": _FILTER},
+}
+ENGAGEMENT_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "as_of": {"type": "string", "description": "ISO 8601 time with its zone (default now)"},
+        "window": {**_DURATION, "description": "whole hours (default: the project's [engagement] window)"},
+        "weights": {"type": "object", "additionalProperties": {"type": "number"}},
+        "passive_weight": {"type": "number", "minimum": 0, "maximum": 1},
+        "half_life": {"oneOf": [_DURATION, {"type": "null"}], "description": "null: no decay"},
+        "filters": {"type": "array", "items": _FILTER},
+        "bands": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+        "limit": {"type": "integer", "minimum": 0},
+    },
+    "examples": [{"window": "30d", "half_life": "14d", "limit": 10}],
+}
+KPIS_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["from", "to"],
+    "additionalProperties": False,
+    "properties": {
+        **_RANGE,
+        "conversion_event": {"type": "string"},
+        "features": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "revenue_property": {"type": "string", "default": "revenue"},
+        "engaged_after": {**_DURATION, "description": "default 10s"},
+    },
+    "examples": [{"from": "2026-01-01", "to": "2026-02-01", "conversion_event": "purchase", "features": ["search"]}],
+}
+TREND_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["from", "to"],
+    "additionalProperties": False,
+    "properties": {
+        **_RANGE,
+        "event": {"type": "string", "description": "default: every event"},
+        "measure": {"enum": ["count", "persons", "dau", "wau", "mau", "per_person_avg", "per_person_median",
+                             "per_person_p90", "sum", "avg"], "default": "count"},
+        "interval": {"enum": ["hour", "day", "week", "month"], "default": "day"},
+        "property": {"type": "string", "description": "for sum / avg"},
+        "breakdown": {"type": "string"},
+    },
+    "examples": [{"from": "2026-01-01", "to": "2026-02-01", "event": "purchase", "measure": "sum", "property": "revenue",
+                  "interval": "week"}],
+}
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "FunnelRequest": FUNNEL_REQUEST, "EngagementRequest": ENGAGEMENT_REQUEST, "KpisRequest": KPIS_REQUEST,
+    "TrendRequest": TREND_REQUEST,
+}
+# Each analysis's name in /v1/query/{name}, and its request's schema name.
+QUERIES: dict[str, str] = {
+    "funnel": "FunnelRequest", "engagement": "EngagementRequest", "kpis": "KpisRequest",
+    "trend": "TrendRequest", "stickiness": "TrendRequest", "lifecycle": "TrendRequest",
+}
+QUERY_REQUESTS: dict[str, dict[str, Any]] = {name: SCHEMAS[schema] for name, schema in QUERIES.items()}
 _ERROR = {
     "type": "object",
     "required": ["error"],
@@ -90,21 +150,23 @@ def document() -> dict[str, Any]:
             "secretKey": {"type": "http", "scheme": "bearer", "description": "a secret key (footfall keys create --kind secret)"},
             "writeKey": {"type": "http", "scheme": "basic", "description": "a write key as the user name, no password"},
             "writeKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Footfall-Write-Key"},
-        }, "schemas": {"FunnelRequest": FUNNEL_REQUEST, "Error": _ERROR}},
+        }, "schemas": {**SCHEMAS, "Error": _ERROR}},
         "paths": {
             **{f"/v1/{kind}": {"post": {
                 "summary": f"collect {'a batch of messages' if kind == 'batch' else f'one {kind} message'}",
                 "security": _WRITE, "requestBody": {"content": {"application/json": {"schema": collector_body}}},
                 "responses": {"200": _answer("durably in the intake log"), "413": _answer("too large", _ERROR), **_ERRORS},
             }} for kind in ("batch", "track", "identify", "page", "screen", "group", "alias")},
-            "/v1/query/funnel": {"post": {
-                "summary": "run a funnel",
+            **{f"/v1/query/{name}": {"post": {
+                "summary": f"run the {name} analysis (docs/analytics.md)",
                 "security": _SECRET,
                 "parameters": [{"name": "explain", "in": "query", "schema": {"type": "boolean"},
                                 "description": "answer {\"sql\": ...} instead of running it"}],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FunnelRequest"}}}},
-                "responses": {"200": _answer("{\"result\": FunnelResult}; durations in seconds", {"type": "object"}), **_ERRORS},
-            }},
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{schema}"}}}},
+                "responses": {"200": _answer("{\"result\": ...}; durations in seconds, times ISO 8601", {"type": "object"}),
+                              **_ERRORS},
+            }} for name, schema in QUERIES.items()},
             "/v1/profiles/{identity}": {"get": {
                 "summary": "a person's live profile",
                 "security": _SECRET,
