@@ -256,3 +256,26 @@ def test_trends_stickiness_and_lifecycle_over_http(server: LiveServer) -> None:
     assert [point["bucket"][:10] for point in cycle["result"]][:2] == ["2026-01-02", "2026-01-03"]
     status, body = post(server, "/v1/query/trend", json.dumps({**document, "measure": "sum"}).encode(), server.secret_key)
     assert (status, body["error"]["field"]) == (400, "property")
+
+
+@pytest.mark.parametrize(
+    ("analysis", "body", "field", "words"),
+    [
+        ("trend", {"from": "2026-01-02", "to": "2026-01-09", "event": "purchse"}, "event", "did you mean 'purchase'"),
+        ("trend", {"from": "2026-01-02", "to": "2026-01-09", "measure": "sum", "property": "revenu"}, "property", "properties.revenu"),
+        ("trend", {"from": "2026-01-02", "to": "2026-01-09", "filters": [{"field": "properties.colour", "op": "eq", "value": "red"}]},
+         "filters[0].field", "no stored event has the property"),
+        ("kpis", {"from": "2026-01-02", "to": "2026-01-09", "features": ["serach"]}, "features[0]", "did you mean 'search'"),
+        ("funnel", {"steps": ["view_product", "purchase"], "window": "0s"}, "window", ""),
+        ("funnel", {"steps": [f"s{i}" for i in range(21)]}, "steps", "2 to 20"),
+        ("funnel", {"steps": ["view_product", "purchase"], "filters": [{"field": "path", "op": "regex", "value": "(?<=a)b"}]},
+         "filters[0].value", "lookaround"),
+    ],
+)
+def test_bad_names_and_values_are_400s_naming_the_field(
+    server: LiveServer, analysis: str, body: dict[str, Any], field: str, words: str
+) -> None:
+    status, answer = post(server, f"/v1/query/{analysis}", json.dumps(body).encode(), server.secret_key)
+    assert status == 400, answer
+    assert answer["error"]["field"] == field
+    assert words in answer["error"]["message"]

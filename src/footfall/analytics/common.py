@@ -12,6 +12,7 @@ an instant. All of it resolves to UTC instants before any SQL is written:
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -19,8 +20,9 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from footfall.analytics.conditions import FieldRef, Filter, Operand, parse_field
-from footfall.analytics.dialects import Dialect
+from footfall.analytics.dialects import Dialect, dialect_named
 from footfall.analytics.errors import SpecError
+from footfall.store.database import Database
 from footfall.store.dialects import final_table
 
 Moment = date | datetime
@@ -172,3 +174,33 @@ def breakdown_sql(dialect: Dialect, target: FieldRef | None) -> str:
 
 def epoch_ms(value: datetime) -> int:
     return (value - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def check_names(
+    database: Database, *, events: Sequence[tuple[str, str]] = (), filters: Sequence[tuple[str, Filter]] = (),
+    properties: Sequence[tuple[str, str]] = (),
+) -> None:
+    """A SpecError for an event name, or an event property (in a filter, a
+    breakdown or a measure), that no stored event of the project has: most
+    likely a typo. ``events`` and ``properties`` are (spec field, name or
+    ``properties.KEY``) pairs, ``filters`` (spec field, filter) pairs. A project
+    without events yet is not checked; ``is_not_set`` filters may name anything."""
+    dialect = dialect_named(database.backend.dialect)
+    project = f"project_id = {dialect.quote(database.project_id)}"
+    known = {str(row[0]) for row in database.query(f"SELECT DISTINCT event FROM events WHERE {project}").rows}
+    if not known:
+        return
+    for field, name in events:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise SpecError(field, f"no event named {name!r} in project {database.project_id!r}{hint}")
+    named = [(field, name) for field, name in properties]
+    named += [(f"{field}.field", condition.field) for field, condition in filters if condition.op != "is_not_set"]
+    for field, name in named:
+        target = parse_field(name, field)
+        if target.kind != "event_property":
+            continue
+        present = dialect.render("json_is_set", doc="properties", path=dialect.json_path(target.path))
+        if not database.query(f"SELECT 1 FROM events WHERE {project} AND {present} LIMIT 1").rows:
+            raise SpecError(field, f"no stored event has the property {name!r}; check the name (keys are case-sensitive)")

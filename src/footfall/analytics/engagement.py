@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from footfall.analytics.common import as_tuple, epoch_ms
+from footfall.analytics.common import as_tuple, check_names, epoch_ms
 from footfall.analytics.conditions import Filter
 from footfall.analytics.dialects import dialect_named
 from footfall.analytics.errors import SpecError
@@ -198,6 +198,7 @@ def summarise(spec: EngagementSpec, as_of: datetime, scored: Mapping[str, tuple[
 
 
 def run(database: Database, spec: EngagementSpec) -> EngagementResult:
+    check_names(database, filters=[(f"filters[{i}]", f) for i, f in enumerate(spec.filters)])
     resolved = spec.resolved(database.config.engagement)
     as_of = resolved.as_of or datetime.now(UTC)
     resolved = replace(resolved, as_of=as_of)

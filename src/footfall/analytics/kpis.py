@@ -30,7 +30,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from footfall.analytics.common import DateRange, as_tuple, check_range, events_where, zone
+from footfall.analytics.common import (
+    DateRange,
+    as_tuple,
+    check_names,
+    check_range,
+    events_where,
+    zone,
+)
 from footfall.analytics.conditions import Filter
 from footfall.analytics.dialects import Dialect, dialect_named
 from footfall.analytics.errors import SpecError
@@ -164,6 +171,9 @@ def compile(spec: KpiSpec, dialect: str, *, project_id: str = "default") -> str:
 
 
 def run(database: Database, spec: KpiSpec) -> KpiResult:
+    events = [("conversion_event", spec.conversion_event)] if spec.conversion_event else []
+    events += [(f"features[{i}]", name) for i, name in enumerate(spec.features)]
+    check_names(database, events=events, filters=[(f"filters[{i}]", f) for i, f in enumerate(spec.filters)])
     dialect, project = database.backend.dialect, database.project_id
     sessions, total_ms, engaged, page_views = database.query(compile_sessions(spec, dialect, project_id=project)).rows[0]
     counts = [int(value or 0) for value in database.query(compile_persons(spec, dialect, project_id=project)).rows[0]]

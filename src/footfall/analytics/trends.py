@@ -42,6 +42,7 @@ from footfall.analytics.common import (
     as_tuple,
     breakdown_sql,
     check_breakdown,
+    check_names,
     check_range,
     events_where,
     zone,
@@ -297,7 +298,17 @@ def _rolling(spec: TrendSpec, rows: Iterable[tuple[str, int]]) -> tuple[TrendSer
     return (TrendSeries(None, tuple(points)),)
 
 
+def check(database: Database, spec: TrendSpec) -> None:
+    """A SpecError for an event or property no stored event has (a likely typo)."""
+    properties = [("property", spec.property)] if spec.property else []
+    if spec.breakdown and spec.breakdown.startswith("properties."):
+        properties.append(("breakdown", spec.breakdown))
+    check_names(database, events=[("event", spec.event)] if spec.event else [],
+                filters=[(f"filters[{i}]", f) for i, f in enumerate(spec.filters)], properties=properties)
+
+
 def run(database: Database, spec: TrendSpec) -> TrendResult:
+    check(database, spec)
     rows = database.query(compile(spec, database.backend.dialect, project_id=database.project_id)).rows
     if spec.measure in _ROLLING:
         return TrendResult(spec, _rolling(spec, rows))
@@ -306,6 +317,7 @@ def run(database: Database, spec: TrendSpec) -> TrendResult:
 
 def stickiness(database: Database, spec: TrendSpec) -> dict[int, int]:
     """Persons by the number of distinct local days of the range they did the event on."""
+    check(database, spec)
     rows = database.query(compile_activity(spec, database.backend.dialect, project_id=database.project_id)).rows
     counts: dict[int, int] = defaultdict(int)
     for _, days in rows:
@@ -323,6 +335,7 @@ class LifecyclePoint:
 
 
 def lifecycle(database: Database, spec: TrendSpec) -> tuple[LifecyclePoint, ...]:
+    check(database, spec)
     rows = database.query(compile_lifecycle(spec, database.backend.dialect, project_id=database.project_id)).rows
     active: dict[str, set[str]] = defaultdict(set)
     first_bucket: dict[str, str] = {}
