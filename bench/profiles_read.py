@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 from collector_load import Server  # type: ignore[import-not-found]
-
 from footfall.config import init_data_dir
 from footfall.pipeline import Pipeline
 from footfall.simulate import Simulation, SimulationSpec
