@@ -65,6 +65,18 @@ def engagement_expected(data_dir: Path) -> dict[str, Any]:
     return to_json(result)  # type: ignore[no-any-return]
 
 
+RETENTION = {"start_event": "view_product", "return_event": {"event": "purchase"}, "period": "day", "periods": 5,
+             "from": "2026-01-01", "to": "2026-01-08"}
+
+
+@pytest.fixture(scope="module")
+def retention_expected(data_dir: Path) -> dict[str, Any]:
+    with Database.open(data_dir) as database:
+        result = analytics.run(database, spec_from_json("retention", RETENTION))
+    assert result.overall.size > 10
+    return to_json(result)  # type: ignore[no-any-return]
+
+
 KPIS = {"from": "2026-01-02", "to": "2026-01-09", "conversion_event": "purchase", "features": ["search"]}
 
 
@@ -78,7 +90,8 @@ def kpis_expected(data_dir: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server(
-    data_dir: Path, expected: dict[str, Any], engagement_expected: dict[str, Any], kpis_expected: dict[str, Any]
+    data_dir: Path, expected: dict[str, Any], engagement_expected: dict[str, Any], kpis_expected: dict[str, Any],
+    retention_expected: dict[str, Any],
 ) -> Iterator[LiveServer]:
     with running(data_dir) as live:
         yield live
@@ -136,7 +149,8 @@ def test_the_openapi_document_describes_the_query_api(server: LiveServer) -> Non
         served = json.loads(response.read())
     assert served == json.loads(json.dumps(document()))
     assert {"/v1/query/funnel", "/v1/profiles/{identity}", "/v1/batch", "/v1/sql"} <= set(served["paths"])
-    examples = {"funnel": [SPEC], "engagement": [ENGAGEMENT], "kpis": [KPIS], "trend": [], "stickiness": [], "lifecycle": []}
+    examples = {"funnel": [SPEC], "engagement": [ENGAGEMENT], "kpis": [KPIS], "trend": [], "stickiness": [], "lifecycle": [],
+                "retention": [RETENTION]}
     for name, request in QUERY_REQUESTS.items():
         assert f"/v1/query/{name}" in served["paths"]
         jsonschema.Draft202012Validator.check_schema(request)
@@ -279,3 +293,20 @@ def test_bad_names_and_values_are_400s_naming_the_field(
     assert status == 400, answer
     assert answer["error"]["field"] == field
     assert words in answer["error"]["message"]
+
+
+def test_retention_through_the_http_api_and_the_cli(data_dir: Path, server: LiveServer, retention_expected: dict[str, Any]) -> None:
+    status, body = post(server, "/v1/query/retention", json.dumps(RETENTION).encode(), server.secret_key)
+    assert status == 200
+    assert body["result"] == retention_expected
+    result = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "query", "retention", "--start", "view_product",
+                                      "--return", "purchase", "--period", "day", "--periods", "5", "--from", "2026-01-01",
+                                      "--to", "2026-01-08", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == retention_expected
+    table = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "query", "retention", "--start", "view_product", "--period", "day",
+                                     "--periods", "3", "--from", "2026-01-01", "--to", "2026-01-08"])
+    assert table.exit_code == 0, table.output
+    assert "2026-01-01" in table.output
+    status, body = post(server, "/v1/query/retention", json.dumps({**RETENTION, "periods": 0}).encode(), server.secret_key)
+    assert (status, body["error"]["field"]) == (400, "periods")

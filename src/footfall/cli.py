@@ -558,6 +558,53 @@ def query_trend(
         print_trend(result, console)
 
 
+@query.command(name="retention")
+@click.option("--start", "start_event", metavar="EVENT", help="The event that puts a person in a cohort (default: any event, i.e. first seen).")
+@click.option("--return", "return_event", metavar="EVENT", help="The event that counts as coming back (default: the start event).")
+@click.option("--period", default="week", show_default=True, type=click.Choice(["day", "week", "month"]))
+@click.option("--periods", default=8, show_default=True, type=click.IntRange(1, 400), help="Periods after the cohort's own.")
+@click.option("--mode", default="first_time", show_default=True, type=click.Choice(["first_time", "recurring"]))
+@click.option("--counting", default="on", show_default=True, type=click.Choice(["on", "on_or_after"]),
+              help="Returned in exactly period N, or in N or later (cumulative).")
+@click.option("--from", "start", metavar="DATE", help="First day of the cohorts, ISO 8601.")
+@click.option("--to", "end", metavar="DATE", help="End of the range, exclusive.")
+@click.option("--tz", "time_zone", metavar="ZONE", help="Time zone of dates and periods (default UTC).")
+@click.option("--where", multiple=True, metavar="FIELD:OP[:VALUE]", help="Keep events (or persons, with traits.KEY); repeatable.")
+@click.option("--breakdown", metavar="FIELD", help="Group cohorts by a person trait (traits.KEY), a column or a property of the first event.")
+@click.option("--counts", is_flag=True, help="Show persons instead of rates.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--explain", is_flag=True, help="Print the SQL instead of running it.")
+@click.pass_obj
+def query_retention(
+    obj: Context, start_event: str | None, return_event: str | None, period: str, periods: int, mode: str, counting: str,
+    start: str | None, end: str | None, time_zone: str | None, where: tuple[str, ...], breakdown: str | None,
+    counts: bool, as_json: bool, explain: bool,
+) -> None:
+    """Cohorts by first (or every) occurrence of an event, and how many come back, period by period."""
+    from footfall import analytics
+    from footfall.analytics.cli import parse_where
+    from footfall.analytics.retention import format_table
+    from footfall.analytics.wire import spec_from_json, to_json
+    from footfall.api.local import open_reader
+
+    document: dict[str, Any] = {"start_event": start_event, "return_event": return_event, "period": period,
+                                "periods": periods, "mode": mode, "counting": counting,
+                                "filters": [parse_where(text, f"--where {text!r}") for text in where]}
+    for key, value in (("from", start), ("to", end), ("time_zone", time_zone), ("breakdown", breakdown)):
+        if value is not None:
+            document[key] = value
+    spec = spec_from_json("retention", document)
+    with open_reader(obj.data_dir) as database:
+        if explain:
+            click.echo(analytics.compile(spec, database.backend.dialect, project_id=database.project_id))
+            return
+        result = analytics.run(database, spec)
+    if as_json:
+        click.echo(json.dumps(to_json(result), ensure_ascii=False))
+    else:
+        click.echo(format_table(result, "count" if counts else "rate"))
+
+
 @cli.command()
 @click.pass_obj
 def info(obj: Context) -> None:

@@ -10,17 +10,25 @@ from __future__ import annotations
 
 from typing import Any, overload
 
-from footfall.analytics import engagement, funnels, kpis, trends
+from footfall.analytics import engagement, funnels, kpis, retention, trends
 from footfall.analytics.common import DateRange
 from footfall.analytics.conditions import OPERATORS, Filter
 from footfall.analytics.engagement import EngagementResult, EngagementSpec
 from footfall.analytics.errors import SpecError, UnsupportedFeature
 from footfall.analytics.funnels import Exclusion, FunnelResult, FunnelSpec, FunnelStep
 from footfall.analytics.kpis import KpiResult, KpiSpec
+from footfall.analytics.retention import (
+    ANY_EVENT,
+    RetentionEvent,
+    RetentionResult,
+    RetentionSpec,
+    format_table,
+)
 from footfall.analytics.trends import TrendResult, TrendSpec
 from footfall.store.database import Database
 
 __all__ = [
+    "ANY_EVENT",
     "OPERATORS",
     "DateRange",
     "EngagementResult",
@@ -32,16 +40,20 @@ __all__ = [
     "FunnelStep",
     "KpiResult",
     "KpiSpec",
+    "RetentionEvent",
+    "RetentionResult",
+    "RetentionSpec",
     "SpecError",
     "TrendResult",
     "TrendSpec",
     "UnsupportedFeature",
     "compile",
+    "format_table",
     "run",
 ]
 
 # Each spec type and the module that compiles and runs it.
-_ANALYSES: dict[type[Any], Any] = {FunnelSpec: funnels, EngagementSpec: engagement, KpiSpec: kpis, TrendSpec: trends}
+_ANALYSES: dict[type[Any], Any] = {FunnelSpec: funnels, EngagementSpec: engagement, KpiSpec: kpis, TrendSpec: trends, RetentionSpec: retention}
 
 
 def _module(spec: object) -> Any:
@@ -52,7 +64,7 @@ def _module(spec: object) -> Any:
         raise SpecError("spec", f"not an analysis spec: {type(spec).__name__} (known: {known})") from None
 
 
-def compile(spec: FunnelSpec | EngagementSpec | KpiSpec | TrendSpec, dialect: str, *, project_id: str = "default") -> str:
+def compile(spec: FunnelSpec | EngagementSpec | KpiSpec | TrendSpec | RetentionSpec, dialect: str, *, project_id: str = "default") -> str:
     """The SQL of an analysis for a dialect ('duckdb' or 'clickhouse')."""
     sql: str = _module(spec).compile(spec, dialect, project_id=project_id)
     return sql
@@ -66,9 +78,11 @@ def run(database: Database, spec: EngagementSpec) -> EngagementResult: ...
 def run(database: Database, spec: KpiSpec) -> KpiResult: ...
 @overload
 def run(database: Database, spec: TrendSpec) -> TrendResult: ...
+@overload
+def run(database: Database, spec: RetentionSpec) -> RetentionResult: ...
 def run(
-    database: Database, spec: FunnelSpec | EngagementSpec | KpiSpec | TrendSpec
-) -> FunnelResult | EngagementResult | KpiResult | TrendResult:
+    database: Database, spec: FunnelSpec | EngagementSpec | KpiSpec | TrendSpec | RetentionSpec
+) -> FunnelResult | EngagementResult | KpiResult | TrendResult | RetentionResult:
     """Run an analysis on a database and return its typed result."""
-    result: FunnelResult | EngagementResult | KpiResult | TrendResult = _module(spec).run(database, spec)
+    result: FunnelResult | EngagementResult | KpiResult | TrendResult | RetentionResult = _module(spec).run(database, spec)
     return result

@@ -34,6 +34,7 @@ from footfall.analytics.engagement import EngagementSpec
 from footfall.analytics.errors import SpecError
 from footfall.analytics.funnels import Exclusion, FunnelSpec, FunnelStep
 from footfall.analytics.kpis import KpiSpec
+from footfall.analytics.retention import ANY_EVENT, RetentionEvent, RetentionSpec
 from footfall.analytics.trends import TrendSpec
 from footfall.durations import parse_duration
 from footfall.store.database import Database
@@ -199,10 +200,35 @@ def _trend(document: object) -> TrendSpec:
     return spec
 
 
+def _retention_event(value: object, at: str) -> RetentionEvent:
+    if value is None:
+        return ANY_EVENT
+    if isinstance(value, str):
+        event: RetentionEvent = _within(at, RetentionEvent, value)
+        return event
+    part = _object(value, at, {"event", "filters"})
+    event = _within(at, RetentionEvent, part.get("event"), _filters(part.get("filters"), f"{at}.filters"))
+    return event
+
+
+def _retention(document: object) -> RetentionSpec:
+    body = _object(document, "", {"start_event", "return_event", "period", "periods", "mode", "counting", "from", "to",
+                                  "time_zone", "filters", "breakdown"})
+    options: dict[str, Any] = {"filters": _filters(body.get("filters"), "filters"), "date_range": _date_range(body),
+                               "start_event": _retention_event(body.get("start_event"), "start_event")}
+    if body.get("return_event") is not None:
+        options["return_event"] = _retention_event(body["return_event"], "return_event")
+    for key in ("period", "periods", "mode", "counting", "time_zone", "breakdown"):
+        if key in body:
+            options[key] = body[key]
+    spec: RetentionSpec = RetentionSpec(**options)
+    return spec
+
+
 # Each analysis's name in the API and the CLI, and how its spec is read.
 DECODERS: dict[str, Callable[[object], Any]] = {
     "funnel": _funnel, "engagement": _engagement, "kpis": _kpis,
-    "trend": _trend, "stickiness": _trend, "lifecycle": _trend,
+    "trend": _trend, "stickiness": _trend, "lifecycle": _trend, "retention": _retention,
 }
 # Analyses that share another's spec but answer differently (the rest: ``analytics.run``).
 RUNNERS: dict[str, Callable[[Database, Any], Any]] = {"stickiness": trends.stickiness, "lifecycle": trends.lifecycle}

@@ -112,14 +112,36 @@ TREND_REQUEST: dict[str, Any] = {
     "examples": [{"from": "2026-01-01", "to": "2026-02-01", "event": "purchase", "measure": "sum", "property": "revenue",
                   "interval": "week"}],
 }
+_RETENTION_EVENT = {"oneOf": [
+    {"type": "null", "description": "any event"},
+    {"type": "string", "description": "an event name"},
+    {"type": "object", "additionalProperties": False,
+     "properties": {"event": {"type": ["string", "null"]}, "filters": {"type": "array", "items": _FILTER}}},
+]}
+RETENTION_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        **_RANGE,
+        "start_event": {**_RETENTION_EVENT, "description": "what puts a person in a cohort (default: any event)"},
+        "return_event": {**_RETENTION_EVENT, "description": "what counts as a return (default: the start event)"},
+        "period": {"enum": ["day", "week", "month"], "default": "week"},
+        "periods": {"type": "integer", "minimum": 1, "maximum": 400, "default": 8},
+        "mode": {"enum": ["first_time", "recurring"], "default": "first_time"},
+        "counting": {"enum": ["on", "on_or_after"], "default": "on"},
+        "breakdown": {"type": "string", "description": "traits.KEY, a text column, or a property of the cohort event"},
+    },
+    "examples": [{"start_event": "purchase", "period": "month", "periods": 12, "counting": "on_or_after"}],
+}
 SCHEMAS: dict[str, dict[str, Any]] = {
+    "RetentionRequest": RETENTION_REQUEST,
     "FunnelRequest": FUNNEL_REQUEST, "EngagementRequest": ENGAGEMENT_REQUEST, "KpisRequest": KPIS_REQUEST,
     "TrendRequest": TREND_REQUEST,
 }
 # Each analysis's name in /v1/query/{name}, and its request's schema name.
 QUERIES: dict[str, str] = {
     "funnel": "FunnelRequest", "engagement": "EngagementRequest", "kpis": "KpisRequest",
-    "trend": "TrendRequest", "stickiness": "TrendRequest", "lifecycle": "TrendRequest",
+    "trend": "TrendRequest", "stickiness": "TrendRequest", "lifecycle": "TrendRequest", "retention": "RetentionRequest",
 }
 QUERY_REQUESTS: dict[str, dict[str, Any]] = {name: SCHEMAS[schema] for name, schema in QUERIES.items()}
 _ERROR = {
