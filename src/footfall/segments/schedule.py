@@ -1,0 +1,217 @@
+"""The durable scheduler: a due-time queue of ``(time, segment, person)``
+re-evaluations, and the file that keeps it (with the memberships) across
+restarts.
+
+The queue holds at most one time per segment and person (the earliest time
+their membership may change with no new event). ``StateFile`` writes the
+rows of the persons whose memberships or due times changed after each batch
+and each advance, in one SQLite transaction, so a restart finds the memberships and the pending time-based
+entries and exits exactly as they were after the last completed step.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from footfall.errors import StoreError
+
+STATE_FILE = "segments.sqlite3"
+_FORMAT = 1  # of the state file's tables
+
+
+class DueQueue:
+    """Earliest-first re-evaluation times, one per ``(segment index, person)``.
+
+    >>> queue = DueQueue()
+    >>> for segment, person, when in [(0, "ann", 50), (1, "bob", 20), (0, "ann", 10)]:
+    ...     _ = queue.set(segment, person, when)
+    >>> list(queue.pop_due(30))
+    [(10, 0, 'ann'), (20, 1, 'bob')]
+    >>> len(queue)
+    0
+    """
+
+    def __init__(self) -> None:
+        # person -> segment -> time; the heap may hold superseded entries too.
+        self.due: dict[str, dict[int, int]] = {}
+        self._heap: list[tuple[int, str, int]] = []  # (time, person, segment): a person's entries together
+        self._stale = 0
+
+    def __len__(self) -> int:
+        return sum(len(times) for times in self.due.values())
+
+    def of(self, person: str) -> dict[int, int]:
+        """A person's due times by segment (to read and to ``put`` into)."""
+        times = self.due.get(person)
+        if times is None:
+            times = self.due[person] = {}
+        return times
+
+    def get(self, segment: int, person: str) -> int | None:
+        return self.due.get(person, {}).get(segment)
+
+    def set(self, segment: int, person: str, when: int | None) -> bool:
+        """Schedule (or, with None, unschedule); True if that changed anything."""
+        times = self.of(person)
+        if times.get(segment) == when:
+            return False
+        if when is None:
+            del times[segment]
+            self._stale += 1
+        else:
+            self.put(times, person, segment, when)
+        return True
+
+    def put(self, times: dict[int, int], person: str, segment: int, when: int) -> None:
+        """Schedule into a person's ``of(person)`` (replacing any other time)."""
+        if segment in times:
+            self._stale += 1
+        times[segment] = when
+        heapq.heappush(self._heap, (when, person, segment))
+        if self._stale > len(self._heap) // 2 + 1024:
+            self._compact()
+
+    def forget(self, person: str) -> list[int]:
+        """Drop every entry of a person (merged into another); their segments."""
+        times = self.due.pop(person, {})
+        self._stale += len(times)
+        return list(times)
+
+    def pop_due(self, until: int) -> Iterator[tuple[int, int, str]]:
+        """Remove and yield ``(time, segment, person)`` for every entry due at or
+        before ``until``, earliest first (entries added meanwhile included)."""
+        heap = self._heap
+        due = self.due
+        while heap and heap[0][0] <= until:
+            when, person, segment = heapq.heappop(heap)
+            times = due.get(person)
+            if times is None or times.get(segment) != when:
+                self._stale -= 1
+                continue  # superseded
+            del times[segment]
+            yield when, segment, person
+
+    def items(self) -> Iterator[tuple[int, str, int]]:
+        for person, times in self.due.items():
+            for segment, when in times.items():
+                yield segment, person, when
+
+    def clear(self) -> None:
+        self.due.clear()
+        self._heap.clear()
+        self._stale = 0
+
+    def _compact(self) -> None:
+        self._heap = [(when, person, segment) for person, times in self.due.items() for segment, when in times.items()]
+        heapq.heapify(self._heap)
+        self._stale = 0
+
+
+@dataclass
+class SavedState:
+    clock_ms: int | None = None
+    watermark_ms: int | None = None
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    members: dict[str, dict[str, int]] = field(default_factory=dict)  # segment -> person -> since
+    due: dict[str, dict[str, int]] = field(default_factory=dict)  # segment -> person -> time
+
+
+class PersonRow(msgspec.Struct, array_like=True):
+    """One person's saved segments: since when they are in each, when each is next due."""
+
+    members: dict[str, int]
+    due: dict[str, int]
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(PersonRow).decode
+
+
+class StateFile:
+    """Memberships, the due queue, the clock and segment fingerprints in one
+    SQLite file (by default ``segments.sqlite3`` in the data directory): one
+    row per person, rewritten when any of their segments changes.
+
+    The event store has no table for them yet; see docs/segments.md.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._connection.executescript(
+            """
+            PRAGMA journal_mode = WAL;
+            PRAGMA synchronous = NORMAL;
+            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS segments (segment_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS persons (person_id TEXT PRIMARY KEY, segments BLOB NOT NULL) WITHOUT ROWID;
+            """
+        )
+        found = self._connection.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        if found is not None and int(found[0]) != _FORMAT:
+            raise StoreError(f"{self.path} is in format {found[0]}, this Footfall reads {_FORMAT}: remove it to rebuild")
+        self._connection.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (str(_FORMAT),))
+
+    def saved_clock(self) -> int | None:
+        row = self._connection.execute("SELECT value FROM meta WHERE key = 'clock_ms'").fetchone()
+        return int(row[0]) if row else None
+
+    def load(self) -> SavedState:
+        saved = SavedState()
+        meta = dict(self._connection.execute("SELECT key, value FROM meta").fetchall())
+        saved.clock_ms = int(meta["clock_ms"]) if "clock_ms" in meta else None
+        saved.watermark_ms = int(meta["watermark_ms"]) if "watermark_ms" in meta else None
+        saved.fingerprints = dict(self._connection.execute("SELECT segment_id, fingerprint FROM segments").fetchall())
+        for person, blob in self._connection.execute("SELECT person_id, segments FROM persons"):
+            row = _decode(blob)
+            for segment, since in row.members.items():
+                saved.members.setdefault(segment, {})[person] = since
+            for segment, when in row.due.items():
+                saved.due.setdefault(segment, {})[person] = when
+        return saved
+
+    def write(
+        self,
+        persons: Iterable[tuple[str, PersonRow | None]],
+        *,
+        clock_ms: int,
+        watermark_ms: int | None,
+        fingerprints: dict[str, str] | None = None,
+        replace: bool = False,
+    ) -> None:
+        """Put (None: delete) persons' rows, and the clock, in one transaction.
+        With ``replace`` the rows given are the whole state; with
+        ``fingerprints`` the segment list is replaced."""
+        puts, deletes = [], []
+        for person, row in persons:
+            if row is None or not (row.members or row.due):
+                deletes.append((person,))
+            else:
+                puts.append((person, _encode(row)))
+        connection = self._connection
+        connection.execute("BEGIN")
+        try:
+            if replace:
+                connection.execute("DELETE FROM persons")
+            if fingerprints is not None:
+                connection.execute("DELETE FROM segments")
+                connection.executemany("INSERT INTO segments VALUES (?, ?)", fingerprints.items())
+            connection.executemany("DELETE FROM persons WHERE person_id = ?", deletes)
+            connection.executemany("INSERT OR REPLACE INTO persons VALUES (?, ?)", puts)
+            connection.execute("INSERT OR REPLACE INTO meta VALUES ('clock_ms', ?)", (str(clock_ms),))
+            if watermark_ms is not None:
+                connection.execute("INSERT OR REPLACE INTO meta VALUES ('watermark_ms', ?)", (str(watermark_ms),))
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self._connection.close()
