@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 # Real data sets for tests and benchmarks ship inside these packages (see ../shared/DATASETS.md).
 DATASETS = recbole==1.2.1 lifetimes==0.11.3
 
-.PHONY: demo test test-fast lint bench bench-collector
+.PHONY: demo test test-all lint bench bench-collector
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +27,13 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The default run leaves out the tests marked slow (long Hypothesis searches,
+# a few hundred examples each); `make test-all` runs them too.
 test: lint
-	$(BIN)/pytest
-
-test-fast: $(VENV)/.dev
 	$(BIN)/pytest -m "not slow"
+
+test-all: lint
+	$(BIN)/pytest
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/ingest_store.py

@@ -150,7 +150,7 @@ def test_the_openapi_document_describes_the_query_api(server: LiveServer) -> Non
     assert served == json.loads(json.dumps(document()))
     assert {"/v1/query/funnel", "/v1/profiles/{identity}", "/v1/batch", "/v1/sql"} <= set(served["paths"])
     examples = {"funnel": [SPEC], "engagement": [ENGAGEMENT], "kpis": [KPIS], "trend": [], "stickiness": [], "lifecycle": [],
-                "retention": [RETENTION]}
+                "retention": [RETENTION], "paths": [], "heatmap": []}
     for name, request in QUERY_REQUESTS.items():
         assert f"/v1/query/{name}" in served["paths"]
         jsonschema.Draft202012Validator.check_schema(request)

@@ -386,7 +386,7 @@ def sql(obj: Context, query: str, as_json: bool) -> None:
 
 @cli.group()
 def query() -> None:
-    """Analyses: funnels (see docs/analytics.md). Add --explain for the SQL, --json for JSON."""
+    """Analyses: funnels, trends, retention, paths, heatmaps ... (see docs/analytics.md). Add --explain for the SQL, --json for JSON."""
 
 
 @query.command(name="funnel")
@@ -603,6 +603,131 @@ def query_retention(
         click.echo(json.dumps(to_json(result), ensure_ascii=False))
     else:
         click.echo(format_table(result, "count" if counts else "rate"))
+
+
+_CLEAN_HELP = ("Replace every match of REGEX (RE2) by ALIAS, e.g. --clean '^/product/\\d+$' /product/:id;"
+               " repeatable, applied in order.")
+
+
+@query.command(name="paths")
+@click.option("--node-type", type=click.Choice(["pages", "events"]), help="Steps are page views' paths (default) or event names.")
+@click.option("--start", "start_step", metavar="STEP", help="Paths begin at a session's first STEP (after cleaning).")
+@click.option("--end", "end_step", metavar="STEP", help="Paths stop at the first STEP; steps then count back from it (0).")
+@click.option("--max-steps", type=click.IntRange(2, 20), help="Steps per path (default 5).")
+@click.option("--edges", "edge_limit", type=click.IntRange(1, 1000), help="The busiest edges kept (default 50).")
+@click.option("--event", "events", multiple=True, metavar="EVENT", help="With --node-type events: only these events; repeatable.")
+@click.option("--exclude", multiple=True, metavar="STEP", help="Drop this step (as sent or as cleaned); repeatable.")
+@click.option("--clean", "cleaning", multiple=True, nargs=2, metavar="REGEX ALIAS", help=_CLEAN_HELP)
+@click.option("--conversion", metavar="EVENT", help="Compare the paths of sessions with EVENT and of those without.")
+@click.option("--from", "start", metavar="DATE", help="First day (or time), ISO 8601.")
+@click.option("--to", "end", metavar="DATE", help="End of the range, exclusive.")
+@click.option("--tz", "time_zone", metavar="ZONE", help="Time zone of the dates (default UTC).")
+@click.option("--where", multiple=True, metavar="FIELD:OP[:VALUE]", help="Keep events (or persons, with traits.KEY); repeatable.")
+@click.option("--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path), help="Read the spec from a JSON file instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--explain", is_flag=True, help="Print the SQL instead of running it.")
+@click.pass_obj
+def query_paths(obj: Context, /, spec_file: Path | None, as_json: bool, explain: bool, **flags: Any) -> None:
+    """The busiest transitions between pages (or events) within sessions, and
+    with --conversion, the steps that set converting sessions apart.
+
+    e.g. footfall query paths --start / --clean '^/product/\\d+$' /product/:id --conversion purchase
+    """
+    from footfall import analytics
+    from footfall.analytics.cli import parse_where, read_spec_file
+    from footfall.analytics.errors import SpecError
+    from footfall.analytics.paths import format_paths
+    from footfall.analytics.wire import spec_from_json, to_json
+    from footfall.api.local import open_reader
+
+    if spec_file is not None:
+        if any(flags.values()):
+            raise SpecError("--spec", "give either --spec FILE or the paths flags, not both")
+        document = read_spec_file(spec_file)
+    else:
+        document = {"events": list(flags["events"]), "exclusions": list(flags["exclude"]),
+                    "cleaning": [{"pattern": pattern, "alias": alias} for pattern, alias in flags["cleaning"]],
+                    "filters": [parse_where(text, f"--where {text!r}") for text in flags["where"]]}
+        for key, flag in (("node_type", "node_type"), ("start", "start_step"), ("end", "end_step"), ("max_steps", "max_steps"),
+                          ("edge_limit", "edge_limit"), ("conversion_event", "conversion"), ("from", "start"), ("to", "end"),
+                          ("time_zone", "time_zone")):
+            if flags[flag] is not None:
+                document[key] = flags[flag]
+    spec = spec_from_json("paths", document)
+    with open_reader(obj.data_dir) as database:
+        if explain:
+            click.echo(analytics.compile(spec, database.backend.dialect, project_id=database.project_id))
+            return
+        result = analytics.run(database, spec)
+    if as_json:
+        click.echo(json.dumps(to_json(result), ensure_ascii=False))
+    else:
+        click.echo(format_paths(result))
+
+
+@query.command(name="heatmap")
+@click.option("--page", metavar="PATH", help="One page (after cleaning); default: the most clicked pages.")
+@click.option("--pages", "page_limit", type=click.IntRange(1, 100), help="How many of the most clicked pages (default 10).")
+@click.option("--clean", "cleaning", multiple=True, nargs=2, metavar="REGEX ALIAS", help=_CLEAN_HELP)
+@click.option("--columns", type=click.IntRange(1, 200), help="Columns across the viewport's width (default 20).")
+@click.option("--y-scale", type=click.Choice(["pixels", "page"]), help="Rows of --row-height page pixels (default), or shares of the page's height.")
+@click.option("--row-height", type=click.IntRange(1, 100_000), help="Page pixels per row (default 100).")
+@click.option("--rows", type=click.IntRange(1, 1000), help="At most (pixels) or exactly (page) this many rows (default 50).")
+@click.option("--rage", "rage_clicks", type=click.Choice(["detected", "tracked"]), help="Rage clicks found among clicks (default) or footfall.js's rage_click events.")
+@click.option("--hotspots", "hotspot_limit", type=click.IntRange(0, 100), help="Rage hot spots per page (default 10).")
+@click.option("--scroll-source", type=click.Choice(["scroll", "page_leave"]), help="Scroll depths from scroll events (default) or page leaves' max_scroll.")
+@click.option("--from", "start", metavar="DATE", help="First day (or time), ISO 8601.")
+@click.option("--to", "end", metavar="DATE", help="End of the range, exclusive.")
+@click.option("--tz", "time_zone", metavar="ZONE", help="Time zone of the dates (default UTC).")
+@click.option("--where", multiple=True, metavar="FIELD:OP[:VALUE]", help="Keep events (or persons, with traits.KEY); repeatable.")
+@click.option("--png", "png_file", type=click.Path(dir_okay=False, path_type=Path), help="Also write the first page's (or --page's) heatmap as a PNG image.")
+@click.option("--cell-size", default=16, show_default=True, type=click.IntRange(1, 256), help="Pixels per grid cell in the PNG.")
+@click.option("--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path), help="Read the spec from a JSON file instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--explain", is_flag=True, help="Print the SQL instead of running it.")
+@click.pass_obj
+def query_heatmap(
+    obj: Context, /, png_file: Path | None, cell_size: int, spec_file: Path | None, as_json: bool, explain: bool, **flags: Any
+) -> None:
+    """Clicks on a grid per page (x by the viewport's width, y in page pixels),
+    rage-click hot spots and scroll depths; --png draws one page.
+
+    e.g. footfall query heatmap --page /checkout --png checkout.png
+    """
+    from footfall import analytics
+    from footfall.analytics.cli import parse_where, read_spec_file
+    from footfall.analytics.errors import SpecError
+    from footfall.analytics.heatmaps import format_heatmap, heatmap_png
+    from footfall.analytics.wire import spec_from_json, to_json
+    from footfall.api.local import open_reader
+
+    if spec_file is not None:
+        if any(flags.values()):
+            raise SpecError("--spec", "give either --spec FILE or the heatmap flags, not both")
+        document = read_spec_file(spec_file)
+    else:
+        document = {"cleaning": [{"pattern": pattern, "alias": alias} for pattern, alias in flags.pop("cleaning")],
+                    "filters": [parse_where(text, f"--where {text!r}") for text in flags.pop("where")]}
+        renamed = {"start": "from", "end": "to"}
+        document.update({renamed.get(key, key): value for key, value in flags.items() if value is not None})
+    spec = spec_from_json("heatmap", document)
+    with open_reader(obj.data_dir) as database:
+        if explain:
+            click.echo(analytics.compile(spec, database.backend.dialect, project_id=database.project_id))
+            return
+        result = analytics.run(database, spec)
+    if png_file is not None:
+        image = heatmap_png(result, page=spec.page, cell_size=cell_size)
+        try:
+            png_file.write_bytes(image)
+        except OSError as exc:
+            raise SpecError("--png", f"cannot write {png_file}: {exc.strerror}") from None
+    if as_json:
+        click.echo(json.dumps(to_json(result), ensure_ascii=False))
+    else:
+        click.echo(format_heatmap(result))
+        if png_file is not None:
+            click.echo(f"wrote {png_file}")
 
 
 @cli.command()

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from typing import Any, overload
 
-from footfall.analytics import engagement, funnels, kpis, retention, trends
+from footfall.analytics import engagement, funnels, heatmaps, kpis, paths, retention, trends
 from footfall.analytics.common import DateRange
 from footfall.analytics.conditions import OPERATORS, Filter
 from footfall.analytics.engagement import EngagementResult, EngagementSpec
 from footfall.analytics.errors import SpecError, UnsupportedFeature
 from footfall.analytics.funnels import Exclusion, FunnelResult, FunnelSpec, FunnelStep
+from footfall.analytics.heatmaps import HeatmapResult, HeatmapSpec, heatmap_png
 from footfall.analytics.kpis import KpiResult, KpiSpec
+from footfall.analytics.paths import CleaningRule, PathResult, PathSpec
 from footfall.analytics.retention import (
     ANY_EVENT,
     RetentionEvent,
@@ -30,6 +32,7 @@ from footfall.store.database import Database
 __all__ = [
     "ANY_EVENT",
     "OPERATORS",
+    "CleaningRule",
     "DateRange",
     "EngagementResult",
     "EngagementSpec",
@@ -38,8 +41,12 @@ __all__ = [
     "FunnelResult",
     "FunnelSpec",
     "FunnelStep",
+    "HeatmapResult",
+    "HeatmapSpec",
     "KpiResult",
     "KpiSpec",
+    "PathResult",
+    "PathSpec",
     "RetentionEvent",
     "RetentionResult",
     "RetentionSpec",
@@ -49,11 +56,14 @@ __all__ = [
     "UnsupportedFeature",
     "compile",
     "format_table",
+    "heatmap_png",
     "run",
 ]
 
 # Each spec type and the module that compiles and runs it.
-_ANALYSES: dict[type[Any], Any] = {FunnelSpec: funnels, EngagementSpec: engagement, KpiSpec: kpis, TrendSpec: trends, RetentionSpec: retention}
+_ANALYSES: dict[type[Any], Any] = {FunnelSpec: funnels, EngagementSpec: engagement, KpiSpec: kpis, TrendSpec: trends, RetentionSpec: retention,
+    PathSpec: paths, HeatmapSpec: heatmaps,
+}
 
 
 def _module(spec: object) -> Any:
@@ -64,7 +74,7 @@ def _module(spec: object) -> Any:
         raise SpecError("spec", f"not an analysis spec: {type(spec).__name__} (known: {known})") from None
 
 
-def compile(spec: FunnelSpec | EngagementSpec | KpiSpec | TrendSpec | RetentionSpec, dialect: str, *, project_id: str = "default") -> str:
+def compile(spec: FunnelSpec | EngagementSpec | KpiSpec | TrendSpec | RetentionSpec | PathSpec | HeatmapSpec, dialect: str, *, project_id: str = "default") -> str:
     """The SQL of an analysis for a dialect ('duckdb' or 'clickhouse')."""
     sql: str = _module(spec).compile(spec, dialect, project_id=project_id)
     return sql
@@ -80,9 +90,15 @@ def run(database: Database, spec: KpiSpec) -> KpiResult: ...
 def run(database: Database, spec: TrendSpec) -> TrendResult: ...
 @overload
 def run(database: Database, spec: RetentionSpec) -> RetentionResult: ...
+@overload
+def run(database: Database, spec: PathSpec) -> PathResult: ...
+@overload
+def run(database: Database, spec: HeatmapSpec) -> HeatmapResult: ...
 def run(
-    database: Database, spec: FunnelSpec | EngagementSpec | KpiSpec | TrendSpec | RetentionSpec
-) -> FunnelResult | EngagementResult | KpiResult | TrendResult | RetentionResult:
+    database: Database, spec: FunnelSpec | EngagementSpec | KpiSpec | TrendSpec | RetentionSpec | PathSpec | HeatmapSpec
+) -> FunnelResult | EngagementResult | KpiResult | TrendResult | RetentionResult | PathResult | HeatmapResult:
     """Run an analysis on a database and return its typed result."""
-    result: FunnelResult | EngagementResult | KpiResult | TrendResult | RetentionResult = _module(spec).run(database, spec)
+    result: FunnelResult | EngagementResult | KpiResult | TrendResult | RetentionResult | PathResult | HeatmapResult = (
+        _module(spec).run(database, spec)
+    )
     return result

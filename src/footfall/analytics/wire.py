@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from footfall.analytics import trends
+from footfall.analytics import heatmaps, paths, trends
 from footfall.analytics.common import DateRange
 from footfall.analytics.conditions import Filter
 from footfall.analytics.engagement import EngagementSpec
@@ -229,6 +229,7 @@ def _retention(document: object) -> RetentionSpec:
 DECODERS: dict[str, Callable[[object], Any]] = {
     "funnel": _funnel, "engagement": _engagement, "kpis": _kpis,
     "trend": _trend, "stickiness": _trend, "lifecycle": _trend, "retention": _retention,
+    "paths": paths.from_json, "heatmap": heatmaps.from_json,
 }
 # Analyses that share another's spec but answer differently (the rest: ``analytics.run``).
 RUNNERS: dict[str, Callable[[Database, Any], Any]] = {"stickiness": trends.stickiness, "lifecycle": trends.lifecycle}

@@ -133,8 +133,52 @@ RETENTION_REQUEST: dict[str, Any] = {
     },
     "examples": [{"start_event": "purchase", "period": "month", "periods": 12, "counting": "on_or_after"}],
 }
+_CLEANING = {
+    "type": "array", "maxItems": 50,
+    "description": "applied in order: every match of pattern (RE2, matching at least one character) is replaced by alias",
+    "items": {"type": "object", "required": ["pattern", "alias"], "additionalProperties": False,
+              "properties": {"pattern": {"type": "string", "minLength": 1}, "alias": {"type": "string", "pattern": "^[^\\\\]*$"}}},
+}
+PATHS_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        **_RANGE,
+        "node_type": {"enum": ["pages", "events"], "default": "pages", "description": "page views' paths, or event names"},
+        "start": {"type": "string", "minLength": 1, "description": "paths begin at a session's first such (cleaned) step"},
+        "end": {"type": "string", "minLength": 1, "description": "paths stop at the first such step; steps count back from it"},
+        "max_steps": {"type": "integer", "minimum": 2, "maximum": 20, "default": 5},
+        "edge_limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+        "events": {"type": "array", "items": {"type": "string", "minLength": 1}, "description": "node_type events: only these"},
+        "exclusions": {"type": "array", "items": {"type": "string", "minLength": 1}, "description": "steps dropped (raw or cleaned)"},
+        "cleaning": _CLEANING,
+        "conversion_event": {"type": "string", "minLength": 1, "description": "compare converted and other sessions (not with end)"},
+    },
+    "examples": [{"start": "/", "max_steps": 4, "cleaning": [{"pattern": "^/product/\\d+$", "alias": "/product/:id"}],
+                  "conversion_event": "purchase", "from": "2026-01-01", "to": "2026-02-01"}],
+}
+HEATMAP_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        **_RANGE,
+        "page": {"type": "string", "minLength": 1, "description": "one (cleaned) page; default: the most clicked pages"},
+        "page_limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+        "cleaning": _CLEANING,
+        "columns": {"type": "integer", "minimum": 1, "maximum": 200, "default": 20, "description": "across the viewport's width"},
+        "y_scale": {"enum": ["pixels", "page"], "default": "pixels"},
+        "row_height": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 100, "description": "page pixels per row"},
+        "rows": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+        "rage_clicks": {"enum": ["detected", "tracked"], "default": "detected"},
+        "hotspot_limit": {"type": "integer", "minimum": 0, "maximum": 100, "default": 10},
+        "scroll_source": {"enum": ["scroll", "page_leave"], "default": "scroll"},
+    },
+    "examples": [{"page": "/product/:id", "cleaning": [{"pattern": "^/product/\\d+$", "alias": "/product/:id"}], "columns": 20,
+                  "from": "2026-01-01", "to": "2026-02-01"}],
+}
 SCHEMAS: dict[str, dict[str, Any]] = {
     "RetentionRequest": RETENTION_REQUEST,
+    "PathsRequest": PATHS_REQUEST, "HeatmapRequest": HEATMAP_REQUEST,
     "FunnelRequest": FUNNEL_REQUEST, "EngagementRequest": ENGAGEMENT_REQUEST, "KpisRequest": KPIS_REQUEST,
     "TrendRequest": TREND_REQUEST,
 }
@@ -142,6 +186,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 QUERIES: dict[str, str] = {
     "funnel": "FunnelRequest", "engagement": "EngagementRequest", "kpis": "KpisRequest",
     "trend": "TrendRequest", "stickiness": "TrendRequest", "lifecycle": "TrendRequest", "retention": "RetentionRequest",
+    "paths": "PathsRequest", "heatmap": "HeatmapRequest",
 }
 QUERY_REQUESTS: dict[str, dict[str, Any]] = {name: SCHEMAS[schema] for name, schema in QUERIES.items()}
 _ERROR = {
