@@ -29,11 +29,12 @@ True
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo
 
@@ -65,7 +66,8 @@ _BUCKET = {
         "quantile": "quantile_cont({x}, {q})",
     },
     "clickhouse": {
-        "hour": "formatDateTime(toStartOfHour(toTimeZone(timestamp, {zone})), '%Y-%m-%d %H:00')",
+        # Not toStartOfHour: around Chatham's (UTC+12:45) changes of clocks it names the wrong hour.
+        "hour": "formatDateTime(toTimeZone(timestamp, {zone}), '%Y-%m-%d %H:00')",
         "day": "formatDateTime(toDate(toTimeZone(timestamp, {zone})), '%Y-%m-%d 00:00')",
         "week": "formatDateTime(toMonday(toTimeZone(timestamp, {zone})), '%Y-%m-%d 00:00')",
         "month": "formatDateTime(toStartOfMonth(toTimeZone(timestamp, {zone})), '%Y-%m-%d 00:00')",
@@ -173,9 +175,16 @@ def buckets(spec: TrendSpec) -> list[str]:
     current, last = bucket_start(_local(start, tz), spec.interval), _local(end - timedelta(microseconds=1), tz)
     labels = []
     while current <= last:
-        labels.append(current.strftime("%Y-%m-%d %H:%M"))
+        if spec.interval != "hour" or _lived(current, tz):
+            labels.append(current.strftime("%Y-%m-%d %H:%M"))
         current = _next(current, spec.interval)
     return labels
+
+
+def _lived(hour: datetime, tz: ZoneInfo) -> bool:
+    """Whether the clocks showed this local hour at all (summer time skips one)."""
+    quarters = (hour + timedelta(minutes=minutes) for minutes in (0, 15, 30, 45))
+    return any(_local(moment.replace(tzinfo=tz).astimezone(UTC), tz) == moment for moment in quarters)
 
 
 def _bucket_sql(dialect: Dialect, interval: Interval, time_zone: str) -> str:
@@ -240,7 +249,8 @@ def compile_lifecycle(spec: TrendSpec, dialect_name: str, *, project_id: str = "
     start, end = spec.date_range.resolve(spec.time_zone)
     tz = ZoneInfo(spec.time_zone)
     first = bucket_start(_local(start, tz), spec.interval)
-    previous = _previous(first, spec.interval).replace(tzinfo=tz).astimezone(start.tzinfo)
+    # An hour early: where the clocks skip part of an hour, its naive start reads late.
+    previous = _previous(first, spec.interval, tz).replace(tzinfo=tz).astimezone(start.tzinfo) - timedelta(hours=1)
     events = "" if spec.event is None else f" AND event = {dialect.quote(spec.event)}"
     where = events_where(dialect, project_id, since=previous, filters=spec.filters)
     project = dialect.quote(project_id)
@@ -254,9 +264,12 @@ def compile_lifecycle(spec: TrendSpec, dialect_name: str, *, project_id: str = "
     )
 
 
-def _previous(start: datetime, interval: Interval) -> datetime:
+def _previous(start: datetime, interval: Interval, tz: ZoneInfo) -> datetime:
     if interval == "hour":
-        return start - timedelta(hours=1)
+        previous = start - timedelta(hours=1)
+        while not _lived(previous, tz):
+            previous -= timedelta(hours=1)
+        return previous
     if interval == "day":
         return start - timedelta(days=1)
     if interval == "week":
@@ -271,7 +284,8 @@ def _series(spec: TrendSpec, rows: Iterable[tuple[str, str | None, float | None]
     labels = buckets(spec)
     values: dict[str | None, dict[str, float]] = defaultdict(dict)
     for bucket, group, value in rows:
-        values[group if spec.breakdown is not None else None][str(bucket)] = float(value or 0)
+        number = float(value or 0)  # ClickHouse's avg of no rows is nan
+        values[group if spec.breakdown is not None else None][str(bucket)] = 0.0 if math.isnan(number) else number
     if not values:
         values[None] = {}
     series = [TrendSeries(group, tuple(TrendPoint(label, by_bucket.get(label, 0.0)) for label in labels))
@@ -343,7 +357,8 @@ def lifecycle(database: Database, spec: TrendSpec) -> tuple[LifecyclePoint, ...]
         active[str(bucket)].add(str(person))
         first_bucket[str(person)] = str(first)
     labels = buckets(spec)
-    previous_label = _previous(datetime.strptime(labels[0], "%Y-%m-%d %H:%M"), spec.interval).strftime("%Y-%m-%d %H:%M")
+    first = datetime.strptime(labels[0], "%Y-%m-%d %H:%M")
+    previous_label = _previous(first, spec.interval, ZoneInfo(spec.time_zone)).strftime("%Y-%m-%d %H:%M")
     points = []
     before = active.get(previous_label, set())
     for label in labels:
