@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 # Real data sets for tests and benchmarks ship inside these packages (see ../shared/DATASETS.md).
 DATASETS = recbole==1.2.1 lifetimes==0.11.3
 
-.PHONY: demo test test-all lint bench bench-collector
+.PHONY: demo test test-all lint bench bench-collector bench-analytics
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +41,6 @@ bench: $(VENV)/.dev
 bench-collector: $(VENV)/.dev
 	$(BIN)/python bench/collector_load.py
 	$(BIN)/python bench/collector_crash.py
+
+bench-analytics: $(VENV)/.dev
+	$(BIN)/python bench/analytics.py

@@ -57,7 +57,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 from footfall.analytics.common import (
     DateRange,
@@ -81,9 +81,6 @@ Outcome = Literal["converted", "dropped"]
 
 MAX_STEPS = 20
 DEFAULT_WINDOW = timedelta(days=14)
-
-# Sequence numbers and times past any real one: "no such event".
-_NONE = 4611686018427387904  # 2**62
 
 # Upper edges of the time-to-convert histogram: durations people think in. The
 # bins a spec gets are those shorter than its window, then the window itself.
@@ -367,143 +364,394 @@ def _step_condition(dialect: Dialect, event: str, filters: Sequence[Filter]) -> 
     return "(" + " AND ".join([f"event = {dialect.quote(event)}", *(f.sql(dialect) for f in filters)]) + ")"
 
 
-def _counted_attempts(spec: FunnelSpec, dialect: Dialect, project_id: str) -> list[tuple[str, str]]:
-    """CTEs ending in ``best``: one row per person in the funnel, with their
-    counted attempt: breakdown, reached (1..n), t0..t{n-1} (epoch ms)."""
+# -- the plan ----------------------------------------------------------------------------
+#
+# Each person's events are gathered into one list, sorted, and every attempt is
+# walked with list functions. Hashing the events by person once and sorting
+# each person's few events costs a fraction of what sorting all the events
+# for window functions, or joining them, does.
+
+# List functions in each dialect's spelling. Lists are 1-based; NULL stands for
+# "no such event" and propagates through lookups and comparisons.
+_LISTS: Mapping[str, Mapping[str, str]] = {
+    "duckdb": {
+        "collect": "list({x})",
+        "collect_nullable": "list({x})",
+        "unwrap": "{x}",
+        "positions": "range(1, len({list}) + 1)",
+        "map": "list_transform({list}, lambda {var}: {body})",
+        "map_indexed": "list_transform({list}, lambda {var}, {index}: {body})",
+        "filter": "list_filter({list}, lambda {var}: {body})",
+        "first": "list_filter({list}, lambda {var}: {body})[1]",
+        "exists_pair": "coalesce(list_bool_or(list_transform(range(1, len({list})), lambda {var}: {body})), false)",
+        "position_of": "list_position({list}, {x})",
+        "where": "list_where({list}, {mask})",
+        "pick": "list_select({list}, {indexes})",
+        "sort": "list_sort({list})",
+        "grade": "list_grade_up({list})",
+        "grade_pairs": "list_grade_up(list_zip({first}, {second}))",
+        "max": "list_max({list})",
+        "length": "len({list})",
+        "nullable": "{x}",
+        "as_int": "CAST({x} AS BIGINT)",
+        "div": "{x} // {y}",
+        "shift": "({x} >> {bits})",
+        "low_bits": "({x} & {mask})",
+        # A constant IN list is checked after the scan has read every column;
+        # a join against the list is pushed into the scan, which then reads
+        # the other columns of the matching rows only.
+        "named": "event = ANY([{names}])",
+        # How ties within a millisecond are settled by event id (_counted_attempts).
+        "ties": "second walk",
+    },
+    "clickhouse": {
+        "collect": "groupArray({x})",
+        "collect_nullable": "groupArray(tuple({x}))",  # groupArray skips NULLs, not tuples of them
+        "unwrap": "tupleElement({x}, 1)",
+        "positions": "arrayEnumerate({list})",
+        "map": "arrayMap({var} -> {body}, {list})",
+        "map_indexed": "arrayMap(({var}, {index}) -> {body}, {list}, arrayEnumerate({list}))",
+        "filter": "arrayFilter({var} -> {body}, {list})",
+        "first": "arrayFirstOrNull({var} -> {body}, {list})",
+        "exists_pair": "arrayExists({var} -> {body}, arrayEnumerate(arrayPopBack({list})))",
+        "position_of": "indexOf({list}, {x})",
+        "where": "arrayFilter((item, flag) -> flag, {list}, {mask})",
+        "pick": "arrayMap(position -> {list}[position], {indexes})",
+        "sort": "arraySort({list})",
+        "grade": "arraySort(position -> {list}[position], arrayEnumerate({list}))",
+        "grade_pairs": "arraySort(position -> ({first}[position], {second}[position]), arrayEnumerate({first}))",
+        "max": "arrayMax({list})",
+        "length": "length({list})",
+        "nullable": "toNullable({x})",  # so that the max of no attempts is NULL, not 0
+        "as_int": "toInt64({x})",
+        "div": "intDiv({x}, {y})",
+        "shift": "bitShiftRight({x}, {bits})",
+        "low_bits": "bitAnd({x}, {mask})",
+        "named": "event IN ({names})",
+        "ties": "sort by id",
+    },
+}
+
+# A person's attempts are ranked by one number: reached * _ATTEMPTS - attempt,
+# the largest being the furthest and, among those, the earliest.
+_ATTEMPTS = 1 << 32
+
+
+class _Lists:
+    """Writes list expressions for one dialect."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.templates = _LISTS[dialect.name]
+
+    def __call__(self, template: str, **parts: str) -> str:
+        return self.templates[template].format(**parts)
+
+    def map(self, source: str, var: str, body: str) -> str:
+        return self("map", list=source, var=var, body=body)
+
+    def filter(self, source: str, var: str, body: str) -> str:
+        return self("filter", list=source, var=var, body=body)
+
+    def map_indexed(self, source: str, var: str, index: str, body: str) -> str:
+        """``map`` whose body also sees the item's 1-based index."""
+        return self("map_indexed", list=source, var=var, index=index, body=body)
+
+    def first(self, source: str, var: str, body: str) -> str:
+        """The first item of ``source`` for which ``body`` holds (NULL if none)."""
+        return self("first", list=source, var=var, body=body)
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    """What the low bits of a row's sort key say about it.
+
+    The sort key is the time in ms shifted left by ``bits``, plus a class: one
+    integer that orders a person's events by time, then by the first step they
+    match. When no event can match two conditions (every condition names a
+    different event), the class is the condition the row matches (steps first,
+    in order), so the key alone tells which step or exclusion a row is;
+    otherwise it is the first step matched, and a flag per condition rides
+    along in lists of its own."""
+
+    conditions: tuple[str, ...]  # distinct: steps first, then exclusions
+    step_flags: tuple[int, ...]
+    exclusion_flags: tuple[int, ...]
+    exclusive: bool
+    steps: int
+
+    @property
+    def bits(self) -> int:
+        return max(len(self.conditions), self.steps).bit_length()
+
+    @property
+    def mask(self) -> int:
+        return (1 << self.bits) - 1
+
+    def class_sql(self) -> str:
+        """The class of a row, as SQL over the events table."""
+        if self.exclusive:
+            cases = list(enumerate(self.conditions))
+        else:
+            cases = [(k, self.conditions[flag]) for k, flag in enumerate(self.step_flags)]
+        fallback = len(self.conditions) if self.exclusive else self.steps
+        return "CASE " + " ".join(f"WHEN {c} THEN {value}" for value, c in cases) + f" ELSE {fallback} END"
+
+
+def _encoding(spec: FunnelSpec, dialect: Dialect) -> _Encoding:
+    named = [(s.event, _step_condition(dialect, s.event, s.filters)) for s in spec.steps]
+    named += [(x.event, _step_condition(dialect, x.event, x.filters)) for x in spec.exclusions]
+    conditions: list[str] = []
+    events: list[str] = []
+    for event, condition in named:
+        if condition not in conditions:
+            conditions.append(condition)
+            events.append(event)
     n = len(spec.steps)
-    window = spec.window_ms
+    return _Encoding(
+        conditions=tuple(conditions),
+        step_flags=tuple(conditions.index(condition) for _, condition in named[:n]),
+        exclusion_flags=tuple(conditions.index(condition) for _, condition in named[n:]),
+        exclusive=len(set(events)) == len(events),
+        steps=n,
+    )
+
+
+class _Plan(NamedTuple):
+    ctes: list[tuple[str, str]]
+    materialized: frozenset[str] = frozenset()  # CTEs read twice, to compute once
+
+
+def _counted_attempts(spec: FunnelSpec, dialect: Dialect, project_id: str) -> _Plan:
+    """CTEs ending in ``best``: one row per person in the funnel, with their
+    counted attempt: breakdown, reached (1..n), t0..t{n-1} (epoch ms).
+
+    Sorting by the key leaves events of the same millisecond and class in no
+    particular order, where the event id should decide. Such ties are rare,
+    and on DuckDB carrying a string per event to settle them costs more than
+    the rest of the walk: there the walk runs twice, once for everybody
+    without event ids, noting who has a tie, then again, with event ids, for
+    those persons only. ClickHouse, which would compute the first walk twice
+    (its CTEs are inlined), sorts everybody's events by event id too."""
+    encoding = _encoding(spec, dialect)
+    columns = "person_id, breakdown, reached, " + ", ".join(f"t{k}" for k in range(len(spec.steps)))
+    # (A person all of whose attempts were discarded has no outcome: NULL.)
+    if _LISTS[dialect.name]["ties"] == "sort by id":
+        walk = _walk(spec, dialect, project_id, encoding, prefix="", with_ids=True)
+        return _Plan([*walk, ("best", f"SELECT {columns} FROM walked WHERE reached IS NOT NULL")])
+    fast = _walk(spec, dialect, project_id, encoding, prefix="", with_ids=False)
+    tied = _walk(
+        spec, dialect, project_id, encoding, prefix="tied_", with_ids=True,
+        only="SELECT person_id FROM walked WHERE tied",
+    )
+    union = (
+        f"SELECT {columns} FROM walked WHERE NOT tied AND reached IS NOT NULL\nUNION ALL\n"
+        f"SELECT {columns} FROM tied_walked WHERE reached IS NOT NULL"
+    )
+    # Each person's outcome is read twice: for the persons without ties, and
+    # to find those with some.
+    return _Plan([*fast, *tied, ("best", union)], materialized=frozenset({"walked"}))
+
+
+def _walk(
+    spec: FunnelSpec,
+    dialect: Dialect,
+    project_id: str,
+    encoding: _Encoding,
+    *,
+    prefix: str,
+    with_ids: bool,
+    only: str | None = None,
+) -> list[tuple[str, str]]:
+    """The walk, in CTEs named with ``prefix`` and ending in ``{prefix}walked``:
+    person_id, tied (without ``with_ids``), breakdown, reached, t0..t{n-1}.
+    ``with_ids`` sorts the events of a millisecond and class by event id;
+    without, ties are only noted. ``only`` selects the persons to walk.
+
+    Attempts are followed through *items* that stand for events: their sort
+    keys, which are unique when there are no ties (compared directly, they
+    spare looking anything up), or else their positions in the sorted list;
+    strict funnels, which step to the very next position, use positions."""
+    lists = _Lists(dialect)
+    n = len(spec.steps)
+    general = not encoding.exclusive
+    flags = range(len(encoding.conditions))
     bounds = spec.range_utc()
-    steps = [_step_condition(dialect, s.event, s.filters) for s in spec.steps]
-    exclusions = [_step_condition(dialect, x.event, x.filters) for x in spec.exclusions]
-    names = [s.event for s in spec.steps] + [x.event for x in spec.exclusions]
-    # Strict funnels look at every event in between; the others only at those named.
+    positional = spec.mode == "strict" or with_ids
+    ctes: list[tuple[str, str]] = []
+
+    def add(name: str, source: str, columns: Sequence[str]) -> str:
+        ctes.append((prefix + name, "SELECT " + ", ".join(columns) + f"\nFROM {source}"))
+        return prefix + name
+
     where = events_where(
         dialect,
         project_id,
         since=bounds[0] if bounds else None,
         until=bounds[1] + spec.conversion_window if bounds else None,
         filters=spec.filters,
-        events=None if spec.mode == "strict" else names,
     )
-    flags = [f"{c} AS s{k}" for k, c in enumerate(steps)] + [f"{c} AS x{j}" for j, c in enumerate(exclusions)]
-    ctes = [
-        (
-            "matched",
-            f"SELECT person_id, {dialect.render('epoch_ms', x='timestamp')} AS ts, event_id,"
-            f" {breakdown_sql(dialect, check_breakdown(spec.breakdown))} AS breakdown,\n  "
-            + ",\n  ".join(flags)
-            + f"\nFROM events\nWHERE {where}",
-        )
+    if spec.mode != "strict":  # strict funnels look at every event in between
+        names = sorted({s.event for s in spec.steps} | {x.event for x in spec.exclusions})
+        quoted = ", ".join(dialect.quote(name) for name in names)
+        # The walk of tied persons keeps a plain IN, so that DuckDB does not
+        # share (and so materialise) one scan between both walks.
+        where += f"\n  AND {lists('named', names=quoted) if only is None else f'event IN ({quoted})'}"
+    if only is not None:
+        where += f"\n  AND person_id IN ({only})"
+    key = f"{dialect.render('epoch_ms', x='timestamp')} * {1 << encoding.bits} + {encoding.class_sql()}"
+    scanned = ["person_id", f"{key} AS sort_key"]
+    scanned += ["event_id"] if with_ids else []
+    scanned += [f"{breakdown_sql(dialect, check_breakdown(spec.breakdown))} AS breakdown"] if spec.breakdown else []
+    scanned += [f"{encoding.conditions[c]} AS f{c}" for c in flags] if general else []
+    matched = add("matched", f"events\nWHERE {where}", scanned)
+
+    riders = ([f"f{c}" for c in flags] if general else []) + (["breakdown"] if spec.breakdown else [])
+    collected = [
+        f"{lists('collect_nullable' if column == 'breakdown' else 'collect', x=column)} AS {column}"
+        for column in ["sort_key", *riders]
     ]
-    rank = "CASE " + " ".join(f"WHEN s{k} THEN {k}" for k in range(n)) + f" ELSE {n} END"
-    relevant = "" if spec.mode == "strict" else "\nWHERE " + " OR ".join(
-        [f"s{k}" for k in range(n)] + [f"x{j}" for j in range(len(exclusions))]
-    )
-    ctes.append(
-        (
-            "ranked",
-            # The one order of a person's events: time, then the first step an
-            # event matches (ties go the funnel's way), then event id.
-            "SELECT *, row_number() OVER (PARTITION BY person_id ORDER BY ts, step_rank, event_id) AS seq\n"
-            f"FROM (SELECT *, {rank} AS step_rank FROM matched{relevant}) AS m",
-        )
-    )
-    in_range = ""
-    if bounds:
-        in_range = f" AND ts >= {epoch_ms(bounds[0])} AND ts < {epoch_ms(bounds[1])}"
-    limit = f"t0 + {window}"
-
-    if spec.mode == "unordered":
-        frame = f"OVER (PARTITION BY person_id ORDER BY ts RANGE BETWEEN CURRENT ROW AND {window} FOLLOWING)"
-        firsts = ",\n  ".join(f"min(CASE WHEN s{k} THEN ts END) {frame} AS first{k}" for k in range(n))
-        ctes.append(("windows", f"SELECT person_id, breakdown, seq, ts, step_rank,\n  {firsts}\nFROM ranked"))
-        items = ", ".join(f"coalesce(first{k}, CAST({_NONE} AS BIGINT))" for k in range(n))
-        completions = ",\n  ".join(
-            f"{dialect.render('sorted_at', items=items, position=str(k + 1))} AS t{k}" for k in range(1, n)
-        )
-        steps_done = " + ".join(f"CASE WHEN first{k} IS NOT NULL THEN 1 ELSE 0 END" for k in range(n))
-        ctes.append(
-            (
-                "attempts",
-                f"SELECT person_id, breakdown, seq AS seq0, ts AS t0,\n  {completions},\n  {steps_done} AS reached\n"
-                f"FROM windows\nWHERE step_rank < {n}{in_range}",
-            )
-        )
+    collected += [f"{lists('collect', x='event_id')} AS event_id"] if with_ids else []
+    people = add("people", f"{matched}\nGROUP BY person_id", ["person_id", *collected])
+    if not with_ids and not riders:
+        ordered = add("sorted", people, ["person_id", f"{lists('sort', list='sort_key')} AS k"])
     else:
-        if spec.mode == "ordered":
-            ctes.append(("chain0", f"SELECT person_id, breakdown, seq AS seq0, ts AS t0 FROM ranked WHERE s0{in_range}"))
-            for k in range(1, n):
-                ctes.append(
-                    (
-                        f"chain{k}",
-                        # The earliest step-k event after the step-(k-1) one.
-                        f"SELECT a.*, coalesce(b.seq, {_NONE}) AS seq{k}, b.ts AS t{k}\n"
-                        f"FROM chain{k - 1} AS a ASOF LEFT JOIN (SELECT person_id, seq, ts FROM ranked WHERE s{k}) AS b\n"
-                        f"  ON a.person_id = b.person_id AND a.seq{k - 1} < b.seq",
-                    )
-                )
-            found = [f"(seq{k} < {_NONE} AND t{k} <= {limit})" for k in range(1, n)]
+        if not with_ids:
+            order = lists("grade", list="sort_key")
         else:
-            over = "OVER (PARTITION BY person_id ORDER BY seq)"
-            leads = ",\n  ".join(
-                f"lead(CASE WHEN s{k} THEN 1 ELSE 0 END, {k}, 0) {over} AS next{k},"
-                f" lead(ts, {k}, 0) {over} AS t{k}"
-                for k in range(1, n)
-            )
-            ctes.append(("following", f"SELECT person_id, breakdown, seq, ts, s0,\n  {leads}\nFROM ranked"))
-            seqs = ", ".join(f"seq + {k} AS seq{k}" for k in range(1, n))
-            ts_columns = ", ".join(f"t{k}" for k in range(1, n))
-            nexts = ", ".join(f"next{k}" for k in range(1, n))
-            ctes.append(
-                (
-                    f"chain{n - 1}",
-                    f"SELECT person_id, breakdown, seq AS seq0, ts AS t0, {seqs}, {ts_columns}, {nexts}\n"
-                    f"FROM following WHERE s0{in_range}",
-                )
-            )
-            found = [
-                "(" + " AND ".join(f"next{j} = 1" for j in range(1, k + 1)) + f" AND t{k} <= {limit})"
-                for k in range(1, n)
-            ]
-        reached = "1 + " + " + ".join(f"CASE WHEN {f} THEN 1 ELSE 0 END" for f in found)
-        last = f"chain{n - 1}"
-        ctes.append(("reach", f"SELECT *, {reached} AS reached FROM {last}"))
-        last = "reach"
-        discards = []
-        for j, exclusion in enumerate(spec.exclusions):
-            ctes.append(
-                (
-                    f"excluded{j}",
-                    # The first excluded event after the attempt's step from_step.
-                    f"SELECT a.*, coalesce(x.seq, {_NONE}) AS xseq{j}, x.ts AS xts{j}\n"
-                    f"FROM {last} AS a ASOF LEFT JOIN (SELECT person_id, seq, ts FROM ranked WHERE x{j}) AS x\n"
-                    f"  ON a.person_id = x.person_id AND a.seq{exclusion.from_step} < x.seq",
-                )
-            )
-            last = f"excluded{j}"
-            a, b = exclusion.from_step, exclusion.to_step
-            discards.append(
-                f"(reached > {a} AND xseq{j} < {_NONE}"
-                f" AND CASE WHEN reached > {b} THEN xseq{j} < seq{b} ELSE xts{j} <= {limit} END)"
-            )
-        keep = f"\nWHERE NOT ({' OR '.join(discards)})" if discards else ""
-        columns = ", ".join(f"t{k}" for k in range(1, n))
-        ctes.append(("attempts", f"SELECT person_id, breakdown, seq0, t0, {columns}, reached\nFROM {last}{keep}"))
+            order = lists("grade_pairs", first="sort_key", second="event_id")
+        graded = add("graded", people, ["person_id", "sort_key", *riders, f"{order} AS perm"])
+        picked = [f"{lists('pick', list=column, indexes='perm')} AS {column}" for column in riders]
+        ordered = add("sorted", graded, ["person_id", f"{lists('pick', list='sort_key', indexes='perm')} AS k", *picked])
+    carried = ["person_id", "k", *riders]
+    items = lists("positions", list="k") if positional else "k"
 
-    columns = ", ".join(f"t{k}" for k in range(n))
-    ctes.append(
-        (
-            "best",
-            f"SELECT person_id, breakdown, reached, {columns}\n"
-            "FROM (SELECT *, row_number() OVER (PARTITION BY person_id ORDER BY reached DESC, seq0) AS pick"
-            " FROM attempts) AS a\nWHERE pick = 1",
-        )
-    )
+    def sort_key(item: str) -> str:
+        return f"k[{item}]" if positional else item
+
+    def time(item: str) -> str:
+        return lists("shift", x=sort_key(item), bits=str(encoding.bits))
+
+    def has(flag: int, position: str) -> str:
+        """Whether the event at a position has a flag (by position: strict funnels)."""
+        if general:
+            return f"f{flag}[{position}]"
+        return f"{lists('low_bits', x=f'k[{position}]', mask=str(encoding.mask))} = {flag}"
+
+    def in_range(item: str) -> str:
+        if not bounds:
+            return "true"
+        return f"{time(item)} >= {epoch_ms(bounds[0])} AND {time(item)} < {epoch_ms(bounds[1])}"
+
+    # The items of each condition's events, in order. Strict funnels look
+    # later steps up by position, and need only the first step's.
+    steps_listed = encoding.step_flags[:1] if spec.mode == "strict" else encoding.step_flags
+    needed = sorted({*steps_listed, *encoding.exclusion_flags})
+    of_class = f"{lists('low_bits', x=sort_key('i'), mask=str(encoding.mask))} = {{c}}"
+    of_flag = [
+        f"{lists('where', list=items, mask=f'f{c}') if general else lists.filter(items, 'i', of_class.format(c=c))} AS e{c}"
+        for c in needed
+    ]
+    chain = add("flagged", ordered, [*carried, *of_flag])
+    listed = [f"e{c}" for c in needed]
+    carried += listed
+    if not with_ids:
+        # A tie: two events of the same millisecond and class. Only those of a
+        # step class matter, but in funnels that look at the named events only,
+        # the others (exclusions) are too rare to be worth telling apart.
+        same = "k[i] = k[i + 1]"
+        if spec.mode == "strict":
+            same += f" AND {lists('low_bits', x='k[i]', mask=str(encoding.mask))} < {n}"
+        chain = add("checked", chain, [*carried, f"{lists('exists_pair', list='k', var='i', body=same)} AS tied"])
+        carried.append("tied")
+
+    within = f"{time('s')} + {spec.window_ms}"
+    if spec.mode == "unordered":
+        is_step = f"{lists('low_bits', x=sort_key('i'), mask=str(encoding.mask))} < {n} AND {in_range('i')}"
+        chain = add("starts", chain, [*carried, f"{lists.filter(items, 'i', is_step)} AS a0"])
+        # Each step's first event from the start's millisecond on (ties
+        # included); a person who did one of the steps only reaches 1 anyway.
+        present = " + ".join(lists("as_int", x=f"{lists('length', list=f'e{c}')} > 0") for c in sorted(set(encoding.step_flags)))
+        several = f"{present} > 1"
+        from_start = f"{time('j')} >= {time('s')}"
+        firsts = [
+            f"CASE WHEN {several} THEN {lists.map('a0', 's', lists.first(f'e{encoding.step_flags[k]}', 'j', from_start))}"
+            f" ELSE [] END AS f{k}"
+            for k in range(n)
+        ]
+        chain = add("firsts", chain, [*carried, "a0", *firsts])
+        steps = [f"f{k}" for k in range(n)]
+        found = [lists("as_int", x=f"coalesce({time(f'f{k}[q]')} <= {within}, false)") for k in range(n)]
+        reached = " + ".join(found)
+    else:
+        starts = f"e{encoding.step_flags[0]}"
+        if bounds:
+            starts = lists.filter(starts, "i", in_range("i"))
+        chain = add("steps0", chain, [*carried, f"{starts} AS a0"])
+        for k in range(1, n):
+            flag = encoding.step_flags[k]
+            if spec.mode == "ordered":
+                # The earliest step-k event after the attempt's step k-1 (none
+                # for a person who never did step k).
+                following = lists.first(f"e{flag}", "j", "j > p")
+                new = f"CASE WHEN {lists('length', list=f'e{flag}')} > 0 THEN {lists.map(f'a{k - 1}', 'p', following)} ELSE [] END AS a{k}"
+            else:
+                # The very next event, if it is a step-k event.
+                following = f"CASE WHEN p < {lists('length', list='k')} AND {has(flag, 'p + 1')} THEN p + 1 END"
+                new = f"{lists.map(f'a{k - 1}', 'p', following)} AS a{k}"
+            chain = add(f"steps{k}", chain, [*carried, *(f"a{j}" for j in range(k)), new])
+        steps = [f"a{k}" for k in range(1, n)]
+        found = [lists("as_int", x=f"coalesce({time(f'a{k}[q]')} <= {within}, false)") for k in range(1, n)]
+        reached = "1 + " + " + ".join(found)
+    attempts = ["a0", *steps]
+    if spec.exclusions:
+        excluded = [
+            # The first excluded event after the attempt's step from_step.
+            f"{lists.map(f'a{x.from_step}', 'p', lists.first(f'e{encoding.exclusion_flags[j]}', 'j', 'j > p'))} AS x{j}"
+            for j, x in enumerate(spec.exclusions)
+        ]
+        chain = add("excluded", chain, [*carried, *attempts, f"{lists.map_indexed('a0', 's', 'q', reached)} AS reached", *excluded])
+        discards = [
+            f"coalesce(reached[q] > {x.from_step} AND CASE WHEN reached[q] > {x.to_step}"
+            f" THEN x{j}[q] < a{x.to_step}[q] ELSE {time(f'x{j}[q]')} <= {within} END, false)"
+            for j, x in enumerate(spec.exclusions)
+        ]
+        score = f"CASE WHEN {' OR '.join(discards)} THEN NULL ELSE {lists('nullable', x=f'reached[q] * {_ATTEMPTS} - q')} END"
+    else:
+        score = lists("nullable", x=f"({reached}) * {_ATTEMPTS} - q")
+    # The best attempt: the furthest, and the earliest of those.
+    best = lists("max", list=lists.map_indexed("a0", "s", "q", score))
+    # Most persons never do the second step (unordered: any other step): then
+    # their first attempt is the best.
+    if spec.mode == "ordered" and all(x.from_step > 0 for x in spec.exclusions):
+        alone = f"{lists('length', list=f'e{encoding.step_flags[1]}')} = 0"
+        best = f"CASE WHEN {alone} AND {lists('length', list='a0')} > 0 THEN {_ATTEMPTS - 1} ELSE {best} END"
+    elif spec.mode == "unordered":
+        best = f"CASE WHEN NOT ({several}) AND {lists('length', list='a0')} > 0 THEN {_ATTEMPTS - 1} ELSE {best} END"
+    kept = [column for column in carried if column not in listed] + attempts
+    chain = add("scored", chain, [*kept, f"{best} AS score"])
+    decoded = [f"{lists('div', x='score', y=str(_ATTEMPTS))} + 1 AS reached", f"{_ATTEMPTS} - score % {_ATTEMPTS} AS q"]
+    chain = add("chosen", chain, [*kept, *decoded])
+    start = "a0[q]"
+    if spec.mode == "unordered":
+        done = [f"CASE WHEN {time(f'f{k}[q]')} <= {time(start)} + {spec.window_ms} THEN {time(f'f{k}[q]')} END" for k in range(n)]
+        in_order = lists("sort", list="[" + ", ".join(done) + "]")
+        times = [f"{in_order}[{k + 1}] AS t{k}" for k in range(n)]
+    else:
+        times = [f"{time(f'a{k}[q]')} AS t{k}" for k in range(n)]
+    if spec.breakdown:
+        position = start if positional else lists("position_of", list="k", x=start)
+        value = f"{lists('unwrap', x=f'breakdown[{position}]')} AS breakdown"
+    else:
+        value = "NULL AS breakdown"
+    tied = [] if with_ids else ["tied"]
+    add("walked", chain, ["person_id", *tied, value, "reached", *times])
     return ctes
 
 
-def _with(ctes: list[tuple[str, str]], body: str, dialect: Dialect) -> str:
-    parts = ",\n".join(f"{name} AS (\n{sql}\n)" for name, sql in ctes)
+def _with(plan: _Plan, body: str, dialect: Dialect) -> str:
+    parts = ",\n".join(
+        f"{name} AS {'MATERIALIZED ' if name in plan.materialized else ''}(\n{sql}\n)" for name, sql in plan.ctes
+    )
     return f"WITH {parts}\n{body}{dialect.query_suffix}"
 
 
