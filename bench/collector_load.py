@@ -665,7 +665,7 @@ def timed(action: Callable[[], object]) -> float:
 
 def door_check(body: bytes) -> bytes:
     """What the collector does with a body besides HTTP: check it at the door, encode the log record."""
-    admission = admit_batch(body, DEFAULT_MAX_MESSAGE_BYTES)
+    admission = admit_batch(body, DEFAULT_MAX_MESSAGE_BYTES, datetime.now(UTC))
     return encode_record(IntakeBatch(
         source="bench", key_id="bench", received_at=datetime.now(UTC), sent_at=admission.sent_at,
         client_ip="127.0.0.1", messages=admission.accepted, rejected=admission.rejected, declined=admission.declined,

@@ -473,16 +473,26 @@ def test_times_out_of_range_are_refused_at_the_door(message: dict[str, Any], fie
         harness.check_store()
 
 
-def test_a_skew_correction_out_of_range_is_dead_lettered_by_the_worker(tmp_path: Path) -> None:
-    message = track(originalTimestamp="1970-01-01T00:00:00Z", sentAt="2200-01-01T00:00:00Z")
+def test_a_skew_correction_out_of_range_is_refused_at_the_door(tmp_path: Path) -> None:
+    # Each time is in range; corrected by the server's clock the event would
+    # fall in 1953. Hypothesis found the door accepting it and the worker
+    # refusing it; the door now runs the same check with the same receipt time.
+    skewed = track(originalTimestamp="1995-04-09T01:02:03-08:00", sentAt="2068-06-20T10:36:14-08:00")
     with open_harness(tmp_path) as harness:
         basic = base64.b64encode(f"{harness.keys.write}:".encode()).decode()
-        status, _ = harness.post("/v1/batch", json.dumps({"batch": [message]}).encode(), {"Authorization": f"Basic {basic}"})
+        body = json.dumps({"batch": [skewed, track(messageId="fine")]}).encode()
+        status, answer = harness.post("/v1/batch", body, {"Authorization": f"Basic {basic}"})
         assert status == 200
+        assert answer["accepted"] == 1
+        (rejection,) = answer["rejected"]
+        assert rejection["index"] == 0
+        assert rejection["field"] == "$.batch[0].sentAt"
+        assert "clock-skew correction puts the event at 1953" in rejection["reason"]
+        harness.ledger.note("/v1/batch", as_json({"batch": [skewed, track(messageId="fine")]}), "identity", answer)
         harness.drain()
+        harness.check_store()
         (letter,) = list_letters(harness.service.database)
-        assert letter.field == "$.sentAt"
-        assert "clock-skew correction puts the event at" in letter.reason
+        assert letter.field == "$.batch[0].sentAt"
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ RECEIVED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def record(messages: list[dict[str, object]], source: str = "web") -> bytes:
-    admission = admit_batch(json.dumps({"batch": messages}).encode(), 32_768)
+    admission = admit_batch(json.dumps({"batch": messages}).encode(), 32_768, RECEIVED)
     return encode_record(
         IntakeBatch(
             source=source, key_id="k1", received_at=RECEIVED, sent_at=None, client_ip="198.51.100.7",

@@ -188,9 +188,9 @@ class Collector:
 
         try:
             if message_type is None:
-                admission = admit_batch(body, self.max_message_bytes)
+                admission = admit_batch(body, self.max_message_bytes, received_at)
             else:
-                admission = admit_message(body, message_type, self.max_message_bytes)
+                admission = admit_message(body, message_type, self.max_message_bytes, received_at)
         except MessageError as exc:
             admission = Admission([], [Rejection(0, exc.field, exc.problem, body)], 0, None, None)
             envelope_error: MessageError | None = exc

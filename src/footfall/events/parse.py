@@ -289,6 +289,27 @@ def check_message(message: Message) -> tuple[str | None, str | None]:
     return anonymous_id, user_id
 
 
+def event_time(message: Message, *, received_at: datetime, batch_sent_at: datetime | None = None) -> datetime:
+    """When the message's event happened on the server's clock (see
+    ``corrected_timestamp``), checked to fall in the years the store keeps.
+
+    The collector runs this at the door with the same ``received_at`` the
+    worker later uses, so a message accepted there is never refused here.
+    """
+    timestamp = corrected_timestamp(
+        received_at=received_at,
+        timestamp=as_utc(message.timestamp),
+        original_timestamp=as_utc(message.original_timestamp),
+        sent_at=as_utc(message.sent_at or batch_sent_at),
+    )
+    if not EARLIEST_YEAR <= timestamp.year <= LATEST_YEAR:
+        raise MessageError(
+            "$.sentAt", f"with the message's times, clock-skew correction puts the event at {timestamp.isoformat()};"
+            " check the device clock fields (timestamp, originalTimestamp, sentAt)",
+        )
+    return timestamp
+
+
 def to_event(
     message: Message,
     *,
@@ -303,17 +324,7 @@ def to_event(
     name, properties = event_payload(message)
     received = as_utc(message.received_at) if trust_received_at and message.received_at else received_at
     assert received is not None
-    timestamp = corrected_timestamp(
-        received_at=received,
-        timestamp=as_utc(message.timestamp),
-        original_timestamp=as_utc(message.original_timestamp),
-        sent_at=as_utc(message.sent_at or batch_sent_at),
-    )
-    if not EARLIEST_YEAR <= timestamp.year <= LATEST_YEAR:
-        raise MessageError(
-            "$.sentAt", f"with the message's times, clock-skew correction puts the event at {timestamp.isoformat()};"
-            " check the device clock fields (timestamp, originalTimestamp, sentAt)",
-        )
+    timestamp = event_time(message, received_at=received, batch_sent_at=batch_sent_at)
 
     context = message.context
     page = context.page if context and context.page else None

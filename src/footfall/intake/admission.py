@@ -24,6 +24,7 @@ from footfall.events.parse import (
     decode_all,
     decode_message,
     describe_decode_error,
+    event_time,
 )
 
 
@@ -76,7 +77,7 @@ class Admission(NamedTuple):
 
 def _admit_one(
     data: bytes, index: int, prefix: str, message_type: str | None, max_message_bytes: int,
-    decoded: Message | None = None,
+    received_at: datetime, batch_sent_at: datetime | None = None, decoded: Message | None = None,
 ) -> Rejection | Message | None:
     """The decoded message, a Rejection, or None when its sender declined tracking."""
     try:
@@ -85,6 +86,7 @@ def _admit_one(
         else:
             message = decoded
         check_message(message)
+        event_time(message, received_at=received_at, batch_sent_at=batch_sent_at)
     except ConsentDenied:
         return None
     except MessageError as exc:
@@ -92,8 +94,9 @@ def _admit_one(
     return message
 
 
-def admit_batch(body: bytes, max_message_bytes: int) -> Admission:
-    """Check a ``/v1/batch`` body. A bad envelope raises ``MessageError``; bad
+def admit_batch(body: bytes, max_message_bytes: int, received_at: datetime) -> Admission:
+    """Check a ``/v1/batch`` body received at ``received_at`` (the time the
+    worker will normalise it with). A bad envelope raises ``MessageError``; bad
     messages become rejections and the rest are accepted."""
     try:
         envelope = _batch_decoder.decode(body)
@@ -104,10 +107,12 @@ def admit_batch(body: bytes, max_message_bytes: int) -> Admission:
     accepted: list[bytes] = []
     rejected: list[Rejection] = []
     declined = 0
+    sent_at = as_utc(envelope.sent_at)
     for index, item in enumerate(envelope.batch):
         data = bytes(item)
         outcome = _admit_one(
-            data, index, f"$.batch[{index}]", None, max_message_bytes, decoded[index] if decoded else None
+            data, index, f"$.batch[{index}]", None, max_message_bytes, received_at, sent_at,
+            decoded[index] if decoded else None,
         )
         if outcome is None:
             declined += 1
@@ -115,12 +120,12 @@ def admit_batch(body: bytes, max_message_bytes: int) -> Admission:
             rejected.append(outcome)
         else:
             accepted.append(data)
-    return Admission(accepted, rejected, declined, as_utc(envelope.sent_at), envelope.write_key)
+    return Admission(accepted, rejected, declined, sent_at, envelope.write_key)
 
 
-def admit_message(body: bytes, message_type: str, max_message_bytes: int) -> Admission:
+def admit_message(body: bytes, message_type: str, max_message_bytes: int, received_at: datetime) -> Admission:
     """Check a single-message body (``/v1/track`` and the like)."""
-    outcome = _admit_one(body, 0, "$", message_type, max_message_bytes)
+    outcome = _admit_one(body, 0, "$", message_type, max_message_bytes, received_at)
     if outcome is None:
         return Admission([], [], 1, None, None)
     if isinstance(outcome, Rejection):
