@@ -157,6 +157,24 @@ def _load_simulation(database: Database, users: int, days: int, seed: int, truth
     return loaded, duplicates, time.perf_counter() - started
 
 
+def _demo_segments(database: Database, path: Path) -> None:
+    """Save the ready-made segments (the server keeps them live) and show their
+    sizes at the end of the simulated traffic."""
+    from footfall.segments import ready_made, run_members
+    from footfall.segments.catalog import SegmentCatalog
+
+    catalog = SegmentCatalog(path)
+    catalog.save_all(ready_made())
+    [[end]] = database.query("SELECT max(timestamp) FROM events").rows
+    segments = catalog.definitions()
+    table = Table("segment", "members", "condition", title=f"Segments at the end of the traffic ({end:%Y-%m-%d %H:%M} UTC)",
+                  header_style="bold")
+    for definition in segments:
+        size = len(run_members(database, definition.condition, end, segments=segments))
+        table.add_row(definition.id, f"{size:,}", definition.description)
+    console.print(table)
+
+
 @cli.command()
 @click.option("--users", default=3000, show_default=True, type=click.IntRange(1), help="Simulated users.")
 @click.option("--days", default=30, show_default=True, type=click.IntRange(1), help="Days of traffic.")
@@ -178,6 +196,7 @@ def demo(obj: Context, users: int, days: int, seed: int, port: int, no_serve: bo
         loaded, _, seconds = _load_simulation(database, users, days, seed, path / "ground_truth")
         console.print(f"[bold]Footfall demo[/bold]: {users:,} users over {days} days, {loaded:,} events in {seconds:.1f} s")
         print_summary(database.summary(), path)
+        _demo_segments(database, path)
     console.print(
         f"\nGround truth (persona, churn, next action per user) is in {path / 'ground_truth'}.\n"
         f'Explore: footfall --data-dir {path} sql "SELECT event, count(*) FROM events GROUP BY ALL ORDER BY 2 DESC"'
@@ -1013,6 +1032,16 @@ def dlq_replay(obj: Context, letter_ids: tuple[str, ...], replay_all: bool, sour
         errors.print(f"[yellow]{len(report.still_failing):,} still failing[/yellow]:")
         for letter_id, field, reason in report.still_failing[:SHOWN_REJECTIONS]:
             errors.print(f"  {letter_id}  {field}: {reason}", highlight=False, soft_wrap=True)
+
+
+def _add_segment_commands() -> None:
+    from footfall.segments.commands import cohorts_group, segments_group
+
+    cli.add_command(segments_group)
+    cli.add_command(cohorts_group)
+
+
+_add_segment_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

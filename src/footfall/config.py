@@ -97,8 +97,19 @@ class ProfileSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     properties: list[str] = msgspec.field(default_factory=list)
     # The event property summed into a profile's revenue.
     revenue_property: str = "revenue"
+    # Where profiles are kept: "embedded" (in the worker's memory, rebuilt from
+    # the store on start) or "redis" (shared with every reader; docs/profiles.md).
+    backend: str = "embedded"
+    redis_url: str = "redis://127.0.0.1:6379/0"
 
     def __post_init__(self) -> None:
+        if self.backend not in ("embedded", "redis"):
+            raise ValueError(f"backend must be 'embedded' or 'redis', got {self.backend!r}")
+        if self.backend == "redis" and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"redis_url: {self.redis_url!r} is not a Redis URL; use e.g. 'redis://127.0.0.1:6379/0'"
+                " (rediss:// for TLS, unix:///path/to/redis.sock)"
+            )
         if not self.windows:
             raise ValueError("windows: give at least one window, e.g. [\"7d\"]")
         for window in self.windows:
@@ -119,6 +130,15 @@ class ProfileSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return {window: parse_duration(window) for window in self.windows}
 
 
+class SegmentSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # A segment previewed with fewer members gets a warning (rates on it are noisy).
+    min_members: int = 50
+
+    def __post_init__(self) -> None:
+        if self.min_members < 0:
+            raise ValueError("min_members: give 0 (no warning) or more")
+
+
 class PrivacySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Zero the last octet of IPv4 addresses (the last 80 bits of IPv6) before storing.
     anonymize_ip: bool = False
@@ -132,6 +152,7 @@ class ProjectConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     engagement: EngagementSettings = msgspec.field(default_factory=EngagementSettings)
     privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
     profiles: ProfileSettings = msgspec.field(default_factory=ProfileSettings)
+    segments: SegmentSettings = msgspec.field(default_factory=SegmentSettings)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", self.project_id):
@@ -172,6 +193,11 @@ purchase = 5.0
 windows = ["1d", "7d", "30d"]   # rolling windows of the live per-event counts, in whole hours
 properties = []                 # event properties whose latest value a profile keeps, e.g. ["plan"]
 revenue_property = "revenue"    # summed into a profile's revenue
+backend = "embedded"            # or "redis": profiles kept in Redis, read by every API process
+redis_url = "redis://127.0.0.1:6379/0"  # for backend = "redis"
+
+[segments]
+min_members = 50                # a segment previewed with fewer members gets a warning
 """
 
 

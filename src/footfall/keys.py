@@ -13,12 +13,8 @@ the file within a second of a change, so ``footfall keys create`` and
 from __future__ import annotations
 
 import hashlib
-import math
-import os
 import re
 import secrets
-import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -26,6 +22,7 @@ from typing import Literal
 import msgspec
 
 from footfall.errors import FootfallError
+from footfall.watched import WatchedFile
 
 KEYS_FILE = "keys.json"
 KeyKind = Literal["write", "secret"]
@@ -65,51 +62,23 @@ class KeyStore:
     """The keys of one data directory. Thread-safe; cheap to ask on every request."""
 
     def __init__(self, data_dir: Path, *, refresh_every: float = 1.0) -> None:
-        self.path = Path(data_dir) / KEYS_FILE
         # Another process (`footfall keys`) may change the file: look at it at
-        # most this often, not on every request.
-        self.refresh_every = refresh_every
-        self._checked_at = -math.inf
-        self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
-        self._records: list[KeyRecord] = []
+        # most every ``refresh_every`` seconds, not on every request.
+        self.file = WatchedFile(Path(data_dir) / KEYS_FILE, _KeysFile, error=KeyStoreError, refresh_every=refresh_every)
+        self.path = self.file.path
+        self._version = -1
         self._by_hash: dict[str, KeyRecord] = {}
 
-    def _stat(self) -> tuple[int, int] | None:
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
-
-    def _refresh(self) -> None:
-        now = time.monotonic()
-        if now - self._checked_at < self.refresh_every:
-            return
-        self._checked_at = now
-        stamp = self._stat()
-        if stamp == self._stamp and self._stamp is not None:
-            return
-        if stamp is None:
-            records: list[KeyRecord] = []
-        else:
-            try:
-                records = msgspec.json.decode(self.path.read_bytes(), type=_KeysFile).keys
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise KeyStoreError(f"{self.path} is damaged ({exc}); restore it from a backup") from None
-        self._records = records
-        self._by_hash = {record.hash: record for record in records if record.active}
-        self._stamp = stamp
-
     def records(self) -> list[KeyRecord]:
-        with self._lock:
-            self._refresh()
-            return list(self._records)
+        return list(self.file.read().keys)
 
     def lookup(self, key: str) -> KeyRecord | None:
         """The active key record for ``key`` (of either kind), or None."""
-        with self._lock:
-            self._refresh()
+        with self.file.lock:
+            records = self.file.read().keys
+            if self._version != self.file.version:
+                self._by_hash = {record.hash: record for record in records if record.active}
+                self._version = self.file.version
             return self._by_hash.get(hash_key(key))
 
     def authenticate(self, key: str, kind: KeyKind) -> KeyRecord | None:
@@ -137,31 +106,20 @@ class KeyStore:
             drop_ip=drop_ip,
             anonymize_ip=anonymize_ip,
         )
-        with self._lock:
-            self._refresh()
-            self._write([*self._records, record])
+        self.file.update(lambda current: _KeysFile([*current.keys, record]))
         return key, record
 
     def revoke(self, key_id: str) -> KeyRecord:
-        with self._lock:
-            self._refresh()
-            matches = [record for record in self._records if record.id == key_id]
+        revoked: list[KeyRecord] = []
+
+        def change(current: _KeysFile) -> _KeysFile:
+            matches = [record for record in current.keys if record.id == key_id]
             if not matches:
                 raise KeyStoreError(f"no key with id {key_id!r}; `footfall keys list` shows the ids")
             if not matches[0].active:
                 raise KeyStoreError(f"key {key_id} was already revoked at {matches[0].revoked_at:%Y-%m-%d %H:%M} UTC")
-            revoked = msgspec.structs.replace(matches[0], revoked_at=datetime.now(UTC))
-            self._write([revoked if record.id == key_id else record for record in self._records])
-            return revoked
+            revoked.append(msgspec.structs.replace(matches[0], revoked_at=datetime.now(UTC)))
+            return _KeysFile([revoked[0] if record.id == key_id else record for record in current.keys])
 
-    def _write(self, records: list[KeyRecord]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(msgspec.json.format(msgspec.json.encode(_KeysFile(records))))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
-        self._stamp = None  # re-read on next use
-        self._checked_at = -math.inf
+        self.file.update(change)
+        return revoked[0]

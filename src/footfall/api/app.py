@@ -36,6 +36,7 @@ from starlette.routing import Route
 from footfall import __version__
 from footfall.api import browser
 from footfall.api.responses import error_response, json_response
+from footfall.api.segments import segment_routes
 from footfall.errors import FootfallError, StoreError
 from footfall.store.backend import QueryResult
 from footfall.store.database import Database
@@ -156,6 +157,7 @@ def create_app(
         if service.collector is not None:
             routes += service.collector.routes() + browser.tracker_routes()
         routes += _service_routes(service, authorised, unauthorised)
+        routes += segment_routes(service.database, service.catalog, authorised, unauthorised)
     if demo_site is not None:
 
         async def read(query: str) -> QueryResult:
@@ -231,6 +233,8 @@ def create_front_app(
         Route("/v1/admin/{rest:path}", passed_on, methods=["GET", "POST"]),
         Route("/v1/profiles/{identity}", passed_on, methods=["GET"]),
         Route("/v1/query/{analysis}", passed_on, methods=["POST"]),
+        Route("/v1/segments{rest:path}", passed_on, methods=["GET", "POST", "DELETE"]),
+        Route("/v1/cohorts{rest:path}", passed_on, methods=["GET", "POST", "DELETE"]),
     ]
     if demo_site is not None:
         routes += browser.demo_site_routes(demo_site, read)

@@ -169,12 +169,14 @@ def open_reader(data_dir: Path) -> Database:
         return Database(RemoteBackend(server, server_dialect(server)), load_config(data_dir))
 
 
-def _call(server: ServerInfo, path: str, body: object | None = None, timeout: float = 300.0) -> Any:
+def call_server(
+    server: ServerInfo, path: str, body: object | None = None, timeout: float = 300.0, *, method: str | None = None
+) -> Any:
     request = urllib.request.Request(
         f"{server.url}{path}",
         data=None if body is None else json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"},
-        method="GET" if body is None else "POST",
+        method=method or ("GET" if body is None else "POST"),
     )
     return json.loads(_send(server, request, timeout))
 
@@ -201,7 +203,7 @@ class DeadLetterDesk:
         query = urllib.parse.urlencode(
             [("limit", str(limit))] + ([("source", source)] if source else []) + [("id", i) for i in ids or []]
         )
-        rows = _call(self.server, f"/v1/admin/dead-letters?{query}")["dead_letters"]
+        rows = call_server(self.server, f"/v1/admin/dead-letters?{query}")["dead_letters"]
         return [
             StoredLetter(**{**row, "received_at": datetime.fromisoformat(row["received_at"])}) for row in rows
         ]
@@ -210,7 +212,7 @@ class DeadLetterDesk:
         if self.server is None:
             database = self._open()
             return replay(database, Pipeline(database), PlanBook(self.data_dir), ids=ids, source=source)
-        answer = _call(self.server, "/v1/admin/dead-letters/replay", {"ids": ids, "source": source})
+        answer = call_server(self.server, "/v1/admin/dead-letters/replay", {"ids": ids, "source": source})
         return ReplayReport(
             answer["replayed"],
             answer["stored_events"],

@@ -39,6 +39,8 @@ from footfall.intake.log import IntakeLog, IntakeReader
 from footfall.intake.plans import PlanBook
 from footfall.intake.worker import IntakeWorker
 from footfall.keys import KeyStore
+from footfall.segments.catalog import SegmentCatalog
+from footfall.segments.live import LiveSegments
 from footfall.store.database import Database
 
 INTAKE_DIR = "intake"
@@ -65,7 +67,9 @@ class StoreService:
             raise
         self.keys = KeyStore(self.data_dir)
         self.plans = PlanBook(self.data_dir)
-        self.worker = IntakeWorker(self.intake, self.database, self.plans)
+        self.catalog = SegmentCatalog(self.data_dir)
+        self.segments = LiveSegments(self.database, self.catalog)
+        self.worker = IntakeWorker(self.intake, self.database, self.plans, segments=self.segments)
         self.collector: Collector | None = None
         self._close_lock = threading.Lock()
         self._closed = False
@@ -84,6 +88,7 @@ class StoreService:
         try:
             self.worker.stop(drain=True)
         finally:
+            self.segments.close()
             self.intake.close()
             self.database.close()
 

@@ -53,6 +53,11 @@ EVENT_SCHEMA = pa.schema(
 
 EVENT_COLUMNS = tuple(EVENT_SCHEMA.names)
 
+# Events Footfall writes itself (segment membership changes): stored with the
+# person's events, but not something the person did, so profiles and segment
+# conditions do not count them.
+SYSTEM_EVENTS = ("segment_entered", "segment_exited")
+
 # Columns the pipeline fills in (identity and sessions); everything else comes
 # from the message itself.
 RESOLVED_COLUMNS = ("person_id", "session_id")

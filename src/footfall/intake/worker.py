@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import math
 import threading
 import time
 import uuid
@@ -32,7 +33,8 @@ from footfall.intake.admission import IntakeBatch, decode_record
 from footfall.intake.log import IntakeLog, IntakeReader, Record
 from footfall.intake.plans import PlanBook
 from footfall.pipeline import Pipeline
-from footfall.profiles import LiveProfiles
+from footfall.profiles import open_profiles
+from footfall.segments.live import LiveSegments
 from footfall.store.database import Database, DeadLetter
 from footfall.store.schema import PLAN_WARNINGS
 
@@ -182,12 +184,19 @@ class IntakeWorker:
         *,
         max_records: int = 1000,
         truncate_every: float = 5.0,
+        segments: LiveSegments | None = None,
+        tick_every: float = 1.0,
     ) -> None:
         self.intake = intake
         self.database = database
         self.plans = plans
-        self.profiles = LiveProfiles(database)
-        self.pipeline = Pipeline(database, remember_ids=True, profiles=self.profiles)
+        self.profiles = open_profiles(database)  # embedded, or Redis ([profiles] backend)
+        # Saved segments, evaluated as batches are stored and, every
+        # ``tick_every`` seconds while idle, as time passes.
+        self.segments = segments
+        self.tick_every = tick_every
+        self._last_tick = -math.inf
+        self.pipeline = Pipeline(database, remember_ids=True, profiles=self.profiles, segments=segments)
         self.max_records = max_records
         self.truncate_every = truncate_every
         self.stats = WorkerStats()
@@ -271,13 +280,28 @@ class IntakeWorker:
                 log.exception("intake worker: storing records failed; retrying in %.1f s", retry_wait)
                 self._stop.wait(retry_wait)
                 continue
+            try:
+                self.tick()
+            except Exception as exc:
+                self.stats.failures += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("intake worker: re-evaluating segments failed; retrying in %.1f s", retry_wait)
             checkpointed = self.intake.checkpointed or 0
             try:
-                self.intake.wait_for(checkpointed, idle_wait)
+                self.intake.wait_for(checkpointed, min(idle_wait, self.tick_every))
             except Exception:
                 if self._stop.is_set():
                     return
                 raise
+
+    def tick(self) -> None:
+        """Segment changes due by time alone (at most every ``tick_every`` s)."""
+        if self.segments is None or time.monotonic() - self._last_tick < self.tick_every:
+            return
+        self._last_tick = time.monotonic()
+        with self.lock:
+            self.pipeline.prepare()
+            self.segments.tick()
 
     def start(self) -> None:
         if self._thread is not None:

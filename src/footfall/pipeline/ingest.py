@@ -25,6 +25,7 @@ from footfall.identity.resolver import IdentityResolver
 from footfall.pipeline.known_ids import KnownIds
 from footfall.pipeline.sessions import SessionTail, assign_sessions, session_id
 from footfall.profiles.live import LiveProfiles
+from footfall.segments.live import LiveSegments
 from footfall.store.database import Database
 from footfall.store.schema import PERSONS
 
@@ -68,13 +69,21 @@ class Pipeline:
     extra reads.
     """
 
-    def __init__(self, database: Database, *, remember_ids: bool = False, profiles: LiveProfiles | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        remember_ids: bool = False,
+        profiles: LiveProfiles | None = None,
+        segments: LiveSegments | None = None,
+    ) -> None:
         """``remember_ids``: keep hashes of the stored ids (``KnownIds``), so
         the duplicate check asks the store only about ids it may hold. Bulk
         loads ask the store every time; a long-running worker remembers, so
         its checks do not scan a week of events per batch. ``profiles``, if
         given, are loaded from the store with the rest of the state and then
-        kept up to date with each batch stored."""
+        kept up to date with each batch stored; so are ``segments``, which
+        write their membership changes to the store as events."""
         self.database = database
         self.project_id = database.project_id
         self.gap_ms = int(database.config.sessions.gap.total_seconds() * 1000)
@@ -86,6 +95,8 @@ class Pipeline:
         self._known_loaded = 0
         self.profiles = profiles
         self._profiles_loaded = False
+        self.segments = segments
+        self._segments_loaded = False
 
     def _load_state(self) -> IdentityResolver:
         if self.remember_ids and (self._known is None or len(self._known) > 2 * self._known_loaded + REMEMBERED_IDS_SLACK):
@@ -98,6 +109,9 @@ class Pipeline:
         if self.profiles is not None and not self._profiles_loaded:
             self.profiles.load()
             self._profiles_loaded = True
+        if self.segments is not None and not self._segments_loaded:
+            self.segments.load()
+            self._segments_loaded = True
         if self._resolver is None:
             self._resolver = IdentityResolver.from_identities(self.project_id, self.database.identity_rows())
             persons = self.database.persons_arrow().to_pylist()
@@ -168,6 +182,8 @@ class Pipeline:
             self._known.add(table["event_id"].combine_chunks())
         if self.profiles is not None:
             self.profiles.record(table, persons, merges)
+        if self.segments is not None:
+            self.segments.record(table, persons, merges)
         return IngestReport(
             events=table.num_rows,
             duplicates=received - table.num_rows,

@@ -19,6 +19,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from footfall.events.record import SYSTEM_EVENTS
 from footfall.profiles.state import HOUR_MS, Profile, ProfileBook, ProfileView, hour_of
 from footfall.store.database import Database
 
@@ -71,7 +72,10 @@ class LiveProfiles:
         book = ProfileBook(self.database.config.profiles, self.database.config.engagement)
         sql = _json_sql(self.database.backend.dialect)
         events = "events"  # a plain table on both engines: one row per stored event
-        project = f"project_id = {self.database.backend.quote(self.database.project_id)}"
+        quote = self.database.backend.quote
+        system = ", ".join(quote(name) for name in SYSTEM_EVENTS)
+        # The events a person did: not the membership changes Footfall writes.
+        project = f"project_id = {quote(self.database.project_id)} AND event NOT IN ({system})"
         revenue = sql["number"].format(key=self.database.config.profiles.revenue_property)
         lifetime = self.database.query_arrow(
             f"SELECT person_id, min({sql['ms']}) AS first_ms, max({sql['ms']}) AS last_ms, count(*) AS events,"

@@ -35,11 +35,11 @@ from typing import Any, ClassVar, Literal
 from footfall.analytics.conditions import Filter
 from footfall.analytics.errors import SpecError
 from footfall.durations import parse_duration
+from footfall.events.record import SYSTEM_EVENTS as SYSTEM_EVENTS
 from footfall.segments.errors import ConditionError
 
 # Membership changes may be stored as events; conditions never read them, so
 # entering a segment cannot change what the segment sees (no feedback loops).
-SYSTEM_EVENTS = ("segment_entered", "segment_exited")
 MAX_WINDOW = timedelta(days=400)
 MAX_DEPTH = 32
 HOUR = timedelta(hours=1)

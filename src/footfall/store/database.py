@@ -24,6 +24,7 @@ from footfall.store.backend import Backend, QueryResult
 from footfall.store.clickhouse_backend import ClickHouseBackend
 from footfall.store.duckdb_backend import DuckDBBackend
 from footfall.store.schema import (
+    COHORT_MEMBERS,
     DEAD_LETTERS,
     IDENTITIES,
     MIGRATIONS,
@@ -219,34 +220,32 @@ class Database:
         project = self.backend.quote(self.project_id)
         olds = ", ".join(self.backend.quote(old) for old, _ in merges)
         with self._writer:
-            if self.backend.dialect == "duckdb":
-                cases = " ".join(
-                    f"WHEN {self.backend.quote(old)} THEN {self.backend.quote(new)}" for old, new in merges
-                )
-                self.backend.execute(
-                    f"UPDATE events SET person_id = CASE person_id {cases} END"
-                    f" WHERE project_id = {project} AND person_id IN ({olds})"
-                )
-            else:
-                # person_id is part of the sorting key, which ClickHouse cannot
-                # update in place: copy the rows under the new id, then delete.
-                # (The copy goes through Arrow: the embedded engine's
-                # INSERT ... SELECT from the same table with a key filter
-                # inserts nothing.)
-                moved = self.backend.query_arrow(
-                    f"SELECT * FROM events WHERE project_id = {project} AND person_id IN ({olds})"
-                )
-                if moved.num_rows:
-                    mapping = dict(merges)
-                    new_ids = pa.array([mapping[old] for old in moved["person_id"].to_pylist()], pa.string())
-                    moved = moved.set_column(moved.schema.get_field_index("person_id"), "person_id", new_ids)
-                    self.backend.insert_arrow("events", moved)
-                self.backend.execute(
-                    f"DELETE FROM events WHERE project_id = {project} AND person_id IN ({olds})"
-                )
+            # Cohort snapshots follow their persons too.
+            for table in ("events", COHORT_MEMBERS.name):
+                self._move_rows(table, merges, project, olds)
             self.backend.execute(
                 f"DELETE FROM persons WHERE project_id = {project} AND person_id IN ({olds})"
             )
+
+    def _move_rows(self, table: str, merges: list[tuple[str, str]], project: str, olds: str) -> None:
+        if self.backend.dialect == "duckdb":
+            cases = " ".join(f"WHEN {self.backend.quote(old)} THEN {self.backend.quote(new)}" for old, new in merges)
+            self.backend.execute(
+                f"UPDATE {table} SET person_id = CASE person_id {cases} END"
+                f" WHERE project_id = {project} AND person_id IN ({olds})"
+            )
+            return
+        # person_id is part of the sorting key, which ClickHouse cannot update
+        # in place: copy the rows under the new id, then delete. (The copy goes
+        # through Arrow: the embedded engine's INSERT ... SELECT from the same
+        # table with a key filter inserts nothing.)
+        moved = self.backend.query_arrow(f"SELECT * FROM {table} WHERE project_id = {project} AND person_id IN ({olds})")
+        if moved.num_rows:
+            mapping = dict(merges)
+            new_ids = pa.array([mapping[old] for old in moved["person_id"].to_pylist()], pa.string())
+            moved = moved.set_column(moved.schema.get_field_index("person_id"), "person_id", new_ids)
+            self.backend.insert_arrow(table, moved)
+        self.backend.execute(f"DELETE FROM {table} WHERE project_id = {project} AND person_id IN ({olds})")
 
     def dead_letter(self, source: str, letters: Sequence[DeadLetter]) -> int:
         """Keep messages that could not be accepted, with why, for a later fix and replay."""

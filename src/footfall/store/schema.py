@@ -133,9 +133,24 @@ PLAN_WARNINGS = Table(
     low_cardinality=frozenset({"project_id", "plan", "event", "source"}),
 )
 
+# Static cohorts: snapshot lists of persons (footfall.segments.catalog).
+COHORT_MEMBERS = Table(
+    "cohort_members",
+    pa.schema(
+        [
+            pa.field("project_id", pa.string(), nullable=False),
+            pa.field("cohort_id", pa.string(), nullable=False),
+            pa.field("person_id", pa.string(), nullable=False),
+            pa.field("added_at", TIMESTAMP, nullable=False),
+        ]
+    ),
+    order_by=("project_id", "cohort_id", "person_id"),
+    low_cardinality=frozenset({"project_id", "cohort_id"}),
+)
+
 TABLES = {
     table.name: table
-    for table in (EVENTS, PERSONS, IDENTITIES, PERSON_MERGES, DEAD_LETTERS, PLAN_WARNINGS)
+    for table in (EVENTS, PERSONS, IDENTITIES, PERSON_MERGES, DEAD_LETTERS, PLAN_WARNINGS, COHORT_MEMBERS)
 }
 
 DUCKDB_TYPES = {
@@ -219,6 +234,8 @@ MIGRATIONS: list[dict[str, list[str]]] = [
             "RENAME TABLE dead_letters_v2 TO dead_letters",
         ],
     },
+    # 3: static cohorts.
+    {"duckdb": _create("duckdb", COHORT_MEMBERS), "clickhouse": _create("clickhouse", COHORT_MEMBERS)},
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

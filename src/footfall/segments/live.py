@@ -1,0 +1,167 @@
+"""Segments in the pipeline: the saved definitions, kept up to date as
+batches are stored and as time passes, with each membership change written
+to the store as a ``segment_entered`` / ``segment_exited`` event.
+
+The intake worker owns one ``LiveSegments``. After the pipeline has stored a
+batch it calls ``record`` with what was stored; when idle it calls ``tick``
+so time-based exits and entries happen without new events. Both write the
+changes as events first and then commit the engine's state file, so a crash
+in between at worst re-reports a change (with the same event id when it is
+recomputed the same way: the store keeps one).
+
+A change of the saved definitions (``footfall segments create|delete``, the
+API) is picked up within a second: the engine restarts from its state file,
+re-evaluating everyone for the segments whose definition changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from footfall.events.record import Event, events_to_table
+from footfall.segments.catalog import SegmentCatalog
+from footfall.segments.engine import MembershipChange, SegmentEngine
+from footfall.segments.schedule import STATE_FILE, StateFile
+from footfall.store.database import Database
+
+log = logging.getLogger(__name__)
+
+# The event type of membership changes (their names are SYSTEM_EVENTS).
+SEGMENT_EVENT_TYPE = "segment"
+
+
+class LiveSegments:
+    """The saved segments of a data directory, evaluated as events are stored."""
+
+    def __init__(
+        self,
+        database: Database,
+        catalog: SegmentCatalog,
+        *,
+        state_path: Path | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.database = database
+        self.catalog = catalog
+        self.state_path = state_path if state_path is not None else catalog.file.path.parent / STATE_FILE
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.engine: SegmentEngine | None = None
+        self._state: StateFile | None = None
+        self._version = -1
+        self._broken = False  # the engine failed on a batch: restore it from the store
+        self.changes_written = 0
+        self.lock = threading.Lock()
+
+    # -- starting -------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Read the definitions and (re)start the engine from its state file."""
+        with self.lock:
+            self._restart()
+
+    def _restart(self) -> list[MembershipChange]:
+        definitions = self.catalog.definitions()
+        self._version = self.catalog.version
+        if self._state is None:
+            self._state = StateFile(self.state_path)
+        engine = SegmentEngine(
+            definitions, engagement=self.database.config.engagement, state=self._state, clock=self.clock, autocommit=False
+        )
+        changes = engine.restore(self.database)
+        self.engine = engine
+        self._broken = False
+        self._write(changes, check_stored=True)
+        return changes
+
+    def _current(self) -> tuple[SegmentEngine | None, list[MembershipChange]]:
+        """The engine (None without segments), restarted first when the
+        definitions changed or it failed, with the changes the restart made."""
+        self.catalog.segments()  # refreshes the version when the file changed
+        changes = []
+        if self.engine is None or self._broken or self.catalog.version != self._version:
+            changes = self._restart()
+        engine = self.engine if self.engine is not None and len(self.engine.ids) else None
+        return engine, changes
+
+    # -- the stream -----------------------------------------------------------------
+
+    def record(self, events: pa.Table, persons: pa.Table, merges: Sequence[tuple[str, str]]) -> list[MembershipChange]:
+        """Take a batch the store has just stored; returns the changes written."""
+        with self.lock:
+            engine, restarted = self._current()
+            if engine is None:
+                return restarted
+            try:
+                changes = engine.on_batch(events, merges, persons)
+            except Exception:
+                # The batch is stored; the engine's memory may be half-updated.
+                # Restore from the store (which re-evaluates these persons)
+                # rather than hold on to a state that is not the store's.
+                self._broken = True
+                log.exception("segments: evaluating a stored batch failed; restoring from the store")
+                return restarted
+            self._write(changes)
+            engine.commit()
+            return restarted + changes
+
+    def tick(self, now: datetime | None = None) -> list[MembershipChange]:
+        """Let time pass: changes due by ``now`` (default: the clock)."""
+        with self.lock:
+            engine, restarted = self._current()
+            if engine is None:
+                return restarted
+            changes = engine.advance(now)
+            self._write(changes)
+            engine.commit()
+            return restarted + changes
+
+    def close(self) -> None:
+        with self.lock:
+            if self._state is not None:
+                self._state.close()
+                self._state = None
+            self.engine = None
+
+    # -- changes as events ----------------------------------------------------------
+
+    def _write(self, changes: list[MembershipChange], *, check_stored: bool = False) -> None:
+        if not changes:
+            return
+        table = changes_table(changes, self.database.project_id, self.clock())
+        if check_stored:
+            # Changes recomputed after a restart may be stored already.
+            since, until = min(change.at for change in changes), max(change.at for change in changes)
+            stored = self.database.stored_event_ids(table["event_id"].combine_chunks(), since, until)
+            if stored:
+                table = table.filter(pc.invert(pc.is_in(table["event_id"], pa.array(sorted(stored)))))
+        self.database.insert("events", table)
+        self.changes_written += table.num_rows
+
+
+def changes_table(changes: Sequence[MembershipChange], project_id: str, received_at: datetime) -> pa.Table:
+    """Membership changes as rows of the events table (no session: they are
+    not something the person did)."""
+    encode = msgspec.json.encode
+    return events_to_table(
+        [
+            Event(
+                event_id=change.event_id,
+                project_id=project_id,
+                type=SEGMENT_EVENT_TYPE,
+                event=change.kind,
+                timestamp=change.at,
+                received_at=received_at,
+                person_id=change.person_id,
+                properties=encode(change.properties()).decode(),
+            )
+            for change in changes
+        ]
+    )

@@ -1,0 +1,166 @@
+"""Saved segments in the pipeline: memberships kept as batches are stored and
+as time passes, written to the store as segment_entered / segment_exited
+events, surviving a restart and following changes of the saved definitions."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+from starlette.testclient import TestClient
+
+from footfall.api.app import create_app
+from footfall.api.service import Service
+from footfall.pipeline import Pipeline
+from footfall.profiles import LiveProfiles
+from footfall.segments import parse_definition, ready_made, run_members
+from footfall.segments.catalog import SegmentCatalog
+from footfall.segments.live import LiveSegments
+from footfall.simulate import Simulation, SimulationSpec
+from footfall.store.database import Database
+from footfall.store.duckdb_backend import DuckDBBackend
+
+
+class Clock:
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+
+def batches() -> list[pa.Table]:
+    return list(Simulation(SimulationSpec(users=150, days=20, seed=5)).batches(max_rows=1500))
+
+
+def changes_in_store(database: Database) -> dict[str, set[str]]:
+    """Members per segment as the stored change events tell it: entered once
+    more than exited, and never entered twice in a row."""
+    rows = database.query(
+        "SELECT event, person_id, properties FROM events WHERE event IN ('segment_entered', 'segment_exited')"
+    ).rows
+    balance: Counter[tuple[str, str]] = Counter()
+    for event, person, properties in rows:
+        balance[json.loads(properties)["segment_id"], person] += 1 if event == "segment_entered" else -1
+    assert set(balance.values()) <= {0, 1}, "a person entered a segment twice without leaving it"
+    members: dict[str, set[str]] = {}
+    for (segment, person), count in balance.items():
+        if count:
+            members.setdefault(segment, set()).add(person)
+    return members
+
+
+def live_members(live: LiveSegments) -> dict[str, set[str]]:
+    assert live.engine is not None
+    return {segment: group for segment, group in live.engine.memberships().items() if group}
+
+
+def sql_members(database: Database, catalog: SegmentCatalog, at: datetime) -> dict[str, set[str]]:
+    segments = catalog.definitions()
+    found = {item.id: set(run_members(database, item.condition, at, segments=segments)) for item in segments}
+    return {segment: group for segment, group in found.items() if group}
+
+
+def test_the_pipeline_keeps_saved_segments_and_stores_their_changes(database: Database, tmp_path: Path) -> None:
+    catalog = SegmentCatalog(tmp_path)
+    for definition in ready_made():
+        catalog.save(definition)
+    traffic = batches()
+    clock = Clock(min(table["timestamp"][0].as_py() for table in traffic))
+    live = LiveSegments(database, catalog, state_path=tmp_path / "segments.sqlite3", clock=clock)
+    pipeline = Pipeline(database, profiles=LiveProfiles(database), segments=live)
+    for table in traffic:
+        clock.moment = max(clock.moment, max(table["timestamp"].to_pylist()))
+        pipeline.ingest(table)
+    end = clock.moment
+    expected = sql_members(database, catalog, end)
+    assert expected, "the simulated traffic put no one in any template"
+    assert live_members(live) == expected
+    assert changes_in_store(database) == expected
+
+    # Time alone: ten days on, the recent become lapsed, carts expire.
+    clock.moment = end + timedelta(days=10)
+    assert live.tick()
+    later = sql_members(database, catalog, clock.moment)
+    assert later != expected
+    assert live_members(live) == later
+    assert changes_in_store(database) == later
+
+    # The change events are not activity: profiles built from the store ignore them.
+    person = next(iter(later["lapsed"]))
+    profiles = LiveProfiles(database).load(now=clock.moment)
+    [[last_seen]] = database.query(
+        f"SELECT max(timestamp) FROM events WHERE person_id = '{person}' AND type <> 'segment'"
+    ).rows
+    view = profiles.view(person, now=clock.moment)
+    assert view is not None
+    assert view.last_seen == last_seen.astimezone(UTC)
+    live.close()
+
+
+def test_a_restart_resumes_without_repeating_changes_and_follows_new_definitions(tmp_path: Path) -> None:
+    database = Database(DuckDBBackend(tmp_path / "store.duckdb"))
+    database.migrate()
+    catalog = SegmentCatalog(tmp_path, refresh_every=0)
+    for definition in ready_made():
+        catalog.save(definition)
+    traffic = batches()
+    clock = Clock(max(max(table["timestamp"].to_pylist()) for table in traffic))
+    first = LiveSegments(database, catalog, clock=clock)
+    pipeline = Pipeline(database, segments=first)
+    for table in traffic[: len(traffic) // 2]:
+        pipeline.ingest(table)
+    written = first.changes_written
+    assert written
+    first.close()
+
+    second = LiveSegments(database, catalog, clock=clock)
+    pipeline = Pipeline(database, segments=second)
+    pipeline.prepare()
+    assert second.changes_written == 0, "a restart with nothing new re-reported changes"
+    for table in traffic[len(traffic) // 2 :]:
+        pipeline.ingest(table)
+    assert live_members(second) == sql_members(database, catalog, clock.moment)
+    assert changes_in_store(database) == live_members(second)
+
+    # A new saved segment is picked up by the running engine and backfilled.
+    catalog.save(parse_definition({"id": "buyers", "condition": {"performed": {"event": "purchase", "in_last": "30d"}}}))
+    changes = second.tick()
+    assert {change.segment_id for change in changes} == {"buyers"}
+    assert live_members(second) == sql_members(database, catalog, clock.moment)
+    assert changes_in_store(database) == live_members(second)
+    second.close()
+    database.close()
+
+
+def test_the_server_worker_writes_changes_and_lets_time_pass(tmp_path: Path) -> None:
+    service = Service(tmp_path, fsync=False, start_worker=False)
+    try:
+        write_key, _ = service.keys.create("write", "web")
+        service.catalog.save(
+            parse_definition({"id": "carted", "condition": {"performed": {"event": "add_to_cart", "in_last": "1d"}}})
+        )
+        now = datetime.now(UTC)
+        clock = Clock(now)
+        service.segments.clock = clock  # before the worker first starts the engine
+        with TestClient(create_app(service.database, "token", service=service)) as client:
+            answer = client.post(
+                "/v1/batch",
+                json={"batch": [{"type": "track", "event": "add_to_cart", "anonymousId": "a1", "messageId": "m1",
+                                 "timestamp": (now - timedelta(hours=1)).isoformat()}]},
+                auth=(write_key, ""),
+            )
+            assert answer.status_code == 200
+        service.worker.process_available()
+        [[entered]] = service.database.query("SELECT count(*) FROM events WHERE event = 'segment_entered'").rows
+        assert entered == 1
+        # Two days on, with no new events, the worker's tick lets the person out.
+        clock.moment = now + timedelta(days=2)
+        service.worker.tick()
+        [[exited]] = service.database.query("SELECT count(*) FROM events WHERE event = 'segment_exited'").rows
+        assert exited == 1
+    finally:
+        service.close()
