@@ -8,8 +8,13 @@ persons' profiles, ``--requests`` times, and in the same run as often for
 Unix socket, store process) and does no work: the peer. Printed: p50 / p99 /
 max of both, the ratio of the p99s, and the target (p99 under 5 ms).
 
+With ``--backend redis`` a ``redis-server`` of its own (Debian's package)
+keeps the profiles, and the run also times reads straight from Redis, as
+another API process would make them (``RedisProfileReader.view``).
+
     .venv/bin/python bench/profiles_read.py                    # 20,000 users (about 1.1M events)
     .venv/bin/python bench/profiles_read.py --users 2000 --requests 2000
+    .venv/bin/python bench/profiles_read.py --users 2000 --backend redis
 """
 
 from __future__ import annotations
@@ -18,14 +23,18 @@ import argparse
 import http.client
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from collector_load import Server  # type: ignore[import-not-found]
-from footfall.config import init_data_dir
+import redis
+
+from collector_load import Server, free_port  # type: ignore[import-not-found]
+from footfall.config import init_data_dir, load_config
 from footfall.pipeline import Pipeline
+from footfall.profiles.redis import RedisProfileReader
 from footfall.simulate import Simulation, SimulationSpec
 from footfall.store.database import Database
 
@@ -50,15 +59,41 @@ def timed_gets(connection: http.client.HTTPConnection, paths: list[str], headers
     return latencies
 
 
+def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server without persistence on a free port, answering PING."""
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        raise SystemExit("--backend redis needs redis-server (apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(500):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.02)
+    client.close()
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--backend", choices=["embedded", "redis"], default="embedded")
     options = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="footfall-profiles-bench-"))
+    redis_process = None
     try:
         data_dir = workdir / "server"
         server = Server(data_dir)  # creates the keys in the new directory
+        if options.backend == "redis":
+            redis_process, redis_url = start_redis(workdir)
+            (data_dir / "footfall.toml").write_text(f'[profiles]\nbackend = "redis"\nredis_url = "{redis_url}"\n')
         init_data_dir(data_dir)
         started = time.perf_counter()
         with Database.open(data_dir) as database:
@@ -89,10 +124,22 @@ def main() -> None:
         print(f"{'route':<24}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
         for name, values in (("GET /v1/profiles/{id}", profiles), ("GET /health (peer)", health)):
             print(f"{name:<24}{percentile(values, 0.5) * 1000:>10.2f}{percentile(values, 0.99) * 1000:>10.2f}{max(values) * 1000:>10.2f}")
+        if options.backend == "redis":
+            reader = RedisProfileReader(load_config(data_dir))
+            direct = []
+            for path in profile_paths:
+                started = time.perf_counter()
+                reader.view(path.rsplit("/", 1)[1])
+                direct.append(time.perf_counter() - started)
+            print(f"{'reader.view (Redis)':<24}{percentile(direct, 0.5) * 1000:>10.2f}"
+                  f"{percentile(direct, 0.99) * 1000:>10.2f}{max(direct) * 1000:>10.2f}")
         p99 = percentile(profiles, 0.99) * 1000
         print(f"profile p99 / peer p99: {p99 / (percentile(health, 0.99) * 1000):.2f}; "
               f"target p99 < {TARGET_P99_MS:.0f} ms: {'met' if p99 < TARGET_P99_MS else 'MISSED'} ({p99:.2f} ms)")
     finally:
+        if redis_process is not None:
+            redis_process.terminate()
+            redis_process.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -28,6 +28,7 @@ import redis
 
 from footfall.config import EngagementSettings, ProfileSettings, ProjectConfig, parse_config
 from footfall.errors import ConfigError, StoreError
+from footfall.events.record import SYSTEM_EVENTS, Event, events_to_table
 from footfall.identity.resolver import person_id_for
 from footfall.intake.log import IntakeLog
 from footfall.intake.plans import PlanBook
@@ -207,6 +208,11 @@ def test_a_restart_takes_the_profiles_redis_holds_and_rebuilds_when_they_do_not_
     written = RedisProfiles(database).views(now)
     with redis.Redis.from_url(redis_url) as client:
         client.set(Keys("default").profile("ghost"), b"{}")  # a person the store does not have
+    # A membership change Footfall writes to the store itself is no profile event.
+    database.insert("events", events_to_table([Event(
+        event_id="change-1", project_id="default", type="track", event=SYSTEM_EVENTS[0], timestamp=now,
+        received_at=datetime.now(UTC), person_id=next(iter(written)), properties="{}",
+    )]))
 
     restarted = RedisProfiles(database).load()
     assert restarted.reused

@@ -294,3 +294,16 @@ def members_of(service: Service, definition: dict[str, Any]) -> list[str]:
 
     condition = parse_definition(definition).condition
     return run_members(service.database, condition, datetime.now(UTC))
+
+
+def test_the_openapi_document_lists_every_segment_and_cohort_route(tmp_path: Path) -> None:
+    from footfall.api.openapi import document
+    from footfall.api.segments import segment_routes
+
+    with Database.open(tmp_path) as database:
+        routes = segment_routes(database, SegmentCatalog(tmp_path), lambda request: True, lambda: None)  # type: ignore[arg-type,return-value]
+    paths = document()["paths"]
+    for route in routes:
+        for method in route.methods or ():
+            if method != "HEAD":
+                assert method.lower() in paths[route.path], (method, route.path)

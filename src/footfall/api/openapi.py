@@ -244,6 +244,7 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _answer("the profile (docs/profiles.md)", {"type": "object"}), **_ERRORS,
                               "404": _answer("no such person", _ERROR), "503": _answer("profiles are loading", _ERROR)},
             }},
+            **_segment_paths(),
             "/v1/sql": {"post": {
                 "summary": "a read-only SQL query",
                 "security": _SECRET,
@@ -256,4 +257,49 @@ def document() -> dict[str, Any]:
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": _answer("text format", None)}}},
             "/static/footfall.js": {"get": {"summary": "the browser tracker", "responses": {"200": _answer("JavaScript", None)}}},
         },
+    }
+
+
+def _segment_paths() -> dict[str, Any]:
+    """``/v1/segments`` and ``/v1/cohorts`` (docs/segments.md)."""
+    definition = {"type": "object", "required": ["id", "condition"], "description": "a segment definition (docs/segments.md)",
+                  "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
+                                 "condition": {"type": "object"}}}
+    body = {"required": True, "content": {"application/json": {"schema": definition}}}
+    segment = [{"name": "segment", "in": "path", "required": True, "schema": {"type": "string"}}]
+    cohort = [{"name": "cohort", "in": "path", "required": True, "schema": {"type": "string"}}]
+    limit = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 1000},
+              "description": "members listed; 0 for all"}]
+    found = {**_ERRORS, "404": _answer("no such segment or cohort", _ERROR)}
+    answer = _answer("JSON", {"type": "object"})
+
+    def operation(summary: str, **more: Any) -> dict[str, Any]:
+        return {"summary": summary, "security": _SECRET, "responses": {"200": answer, **found}, **more}
+
+    cohort_body = {"type": "object", "required": ["id", "from"], "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "replace": {"type": "boolean"},
+        "from": {"type": "object", "description": '{"segment": id} | {"funnel": spec, "step": N, "outcome": '
+                 '"converted"|"dropped"} | {"csv": text}'}}}
+    return {
+        "/v1/segments": {
+            "get": operation("the saved segments"),
+            "post": operation("save a segment (answers with its preview: size, sample, warnings, overlaps)", requestBody=body,
+                              parameters=[{"name": "replace", "in": "query", "schema": {"type": "boolean"}}]),
+        },
+        "/v1/segments/preview": {"post": operation("size, sample, warnings and overlaps of an unsaved definition",
+                                                   requestBody=body)},
+        "/v1/segments/overlap": {"get": operation("sizes of the saved segments and the persons each pair shares")},
+        "/v1/segments/templates": {"get": operation("the ready-made segment definitions")},
+        "/v1/segments/{segment}": {
+            "get": operation("a saved segment and its preview", parameters=segment),
+            "delete": operation("delete a saved segment (refused while another reads it)", parameters=segment),
+        },
+        "/v1/segments/{segment}/members": {"get": operation("the segment's members now", parameters=segment + limit)},
+        "/v1/cohorts": {
+            "get": operation("the saved cohorts"),
+            "post": operation("save a cohort from a segment, a funnel step or a CSV text",
+                              requestBody={"required": True, "content": {"application/json": {"schema": cohort_body}}}),
+        },
+        "/v1/cohorts/{cohort}": {"delete": operation("delete a cohort", parameters=cohort)},
+        "/v1/cohorts/{cohort}/members": {"get": operation("the cohort's persons", parameters=cohort + limit)},
     }

@@ -50,6 +50,7 @@ from redis.retry import Retry
 
 from footfall.config import ProjectConfig
 from footfall.errors import ConfigError, StoreError
+from footfall.events.record import SYSTEM_EVENTS
 from footfall.profiles.live import LiveProfiles
 from footfall.profiles.state import Profile, ProfileBook, ProfileView
 from footfall.store.database import Database
@@ -269,9 +270,13 @@ class RedisProfiles(LiveProfiles):
             self.book.profiles = {profile.person_id: profile for profile in latest}
 
     def _store_watermark(self) -> Watermark:
+        """Over the events profiles count: not the membership changes Footfall
+        writes to the store itself, which never pass through ``record``."""
+        quote = self.database.backend.quote
         row = self.database.query_arrow(
             "SELECT count(*) AS n, max(received_at) AS latest FROM events"
-            f" WHERE project_id = {self.database.backend.quote(self.database.project_id)}"
+            f" WHERE project_id = {quote(self.database.project_id)}"
+            f" AND event NOT IN ({', '.join(quote(name) for name in SYSTEM_EVENTS)})"
         ).to_pylist()[0]
         return Watermark(int(row["n"]), _milliseconds(row["latest"]))
 
@@ -288,16 +293,20 @@ class RedisProfiles(LiveProfiles):
             with self.reader.talking("catching up with the store"):
                 self.reader.client.ping()
             self.load()
-            log.warning("live profiles: Redis at %s answers again; profiles rebuilt from the store", shown(self.reader.url))
+            log.warning(
+                "live profiles: Redis at %s answers again; profiles %s", shown(self.reader.url),
+                "up to date" if self.reused else "rebuilt from the store",
+            )
             return
         touched = {
             *pc.unique(events["person_id"]).to_pylist(),
             *(person for merge in merges for person in merge),
             *persons["person_id"].to_pylist(),
         }
-        latest = pc.max(events["received_at"]).as_py()
+        counted = events.filter(pc.invert(pc.is_in(events["event"], value_set=pa.array(SYSTEM_EVENTS))))
         watermark = Watermark(
-            self._watermark.events + events.num_rows, max(self._watermark.received_ms, _milliseconds(latest))
+            self._watermark.events + counted.num_rows,
+            max(self._watermark.received_ms, _milliseconds(pc.max(counted["received_at"]).as_py())),
         )
         try:
             self._fetch(touched)

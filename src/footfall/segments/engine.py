@@ -40,6 +40,7 @@ import pyarrow as pa
 from footfall.config import EngagementSettings
 from footfall.errors import StoreError
 from footfall.profiles.state import HOUR_MS, Weights, hour_of
+from footfall.segments.errors import ConditionError
 from footfall.segments.evaluate import NEVER, PersonState, Plan
 from footfall.segments.language import (
     ENGAGEMENT,
@@ -49,7 +50,7 @@ from footfall.segments.language import (
     SegmentSet,
 )
 from footfall.segments.load import load_states, load_watermark, persons_received_since
-from footfall.segments.schedule import DueQueue, PersonRow, SavedState, StateFile
+from footfall.segments.schedule import MAX_SEGMENTS, DueQueue, PersonRow, SavedState, StateFile
 from footfall.store.database import Database
 
 ChangeKind = Literal["segment_entered", "segment_exited"]
@@ -113,6 +114,8 @@ class SegmentEngine:
         autocommit: bool = True,
     ) -> None:
         self.segments = segments if isinstance(segments, SegmentSet) else SegmentSet(segments)
+        if len(self.segments) > MAX_SEGMENTS:
+            raise ConditionError("$", f"one engine keeps at most {MAX_SEGMENTS} segments live; got {len(self.segments)}")
         self.engagement = engagement or EngagementSettings()
         self.weights = Weights.of(self.engagement)
         self._members: list[dict[str, int]] = [{} for _ in self.segments.order]

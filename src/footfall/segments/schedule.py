@@ -23,6 +23,10 @@ from footfall.errors import StoreError
 
 STATE_FILE = "segments.sqlite3"
 _FORMAT = 1  # of the state file's tables
+# A due entry packs its person's number and its segment's index below its time.
+_PERSON_BITS, _SEGMENT_BITS = 40, 12
+_PERSON_MASK, _SEGMENT_MASK = (1 << _PERSON_BITS) - 1, (1 << _SEGMENT_BITS) - 1
+MAX_SEGMENTS = 1 << _SEGMENT_BITS  # kept live by one engine
 
 
 class DueQueue:
@@ -40,11 +44,23 @@ class DueQueue:
     def __init__(self) -> None:
         # person -> segment -> time; the heap may hold superseded entries too.
         self.due: dict[str, dict[int, int]] = {}
-        self._heap: list[tuple[int, str, int]] = []  # (time, person, segment): a person's entries together
+        # Heap entries are single integers, (time, person number, segment)
+        # packed so that they order as that tuple would: comparing ints is
+        # several times cheaper than comparing tuples with string ids.
+        self._heap: list[int] = []
+        self._numbers: dict[str, int] = {}
+        self._persons: list[str] = []
         self._stale = 0
 
     def __len__(self) -> int:
         return sum(len(times) for times in self.due.values())
+
+    def _number(self, person: str) -> int:
+        number = self._numbers.get(person)
+        if number is None:
+            number = self._numbers[person] = len(self._persons)
+            self._persons.append(person)
+        return number
 
     def of(self, person: str) -> dict[int, int]:
         """A person's due times by segment (to read and to ``put`` into)."""
@@ -73,7 +89,10 @@ class DueQueue:
         if segment in times:
             self._stale += 1
         times[segment] = when
-        heapq.heappush(self._heap, (when, person, segment))
+        number = self._numbers.get(person)
+        if number is None:
+            number = self._number(person)
+        heapq.heappush(self._heap, (((when << _PERSON_BITS) | number) << _SEGMENT_BITS) | segment)
         if self._stale > len(self._heap) // 2 + 1024:
             self._compact()
 
@@ -88,8 +107,13 @@ class DueQueue:
         before ``until``, earliest first (entries added meanwhile included)."""
         heap = self._heap
         due = self.due
-        while heap and heap[0][0] <= until:
-            when, person, segment = heapq.heappop(heap)
+        persons = self._persons
+        limit = ((until + 1) << _PERSON_BITS) << _SEGMENT_BITS
+        while heap and heap[0] < limit:
+            key = heapq.heappop(heap)
+            segment = key & _SEGMENT_MASK
+            rest = key >> _SEGMENT_BITS
+            when, person = rest >> _PERSON_BITS, persons[rest & _PERSON_MASK]
             times = due.get(person)
             if times is None or times.get(segment) != when:
                 self._stale -= 1
@@ -105,10 +129,17 @@ class DueQueue:
     def clear(self) -> None:
         self.due.clear()
         self._heap.clear()
+        self._numbers.clear()
+        self._persons.clear()
         self._stale = 0
 
     def _compact(self) -> None:
-        self._heap = [(when, person, segment) for person, times in self.due.items() for segment, when in times.items()]
+        number = self._number
+        self._heap = [
+            (((when << _PERSON_BITS) | number(person)) << _SEGMENT_BITS) | segment
+            for person, times in self.due.items()
+            for segment, when in times.items()
+        ]
         heapq.heapify(self._heap)
         self._stale = 0
 
