@@ -164,3 +164,42 @@ def test_the_server_worker_writes_changes_and_lets_time_pass(tmp_path: Path) -> 
         assert exited == 1
     finally:
         service.close()
+
+
+def test_a_person_merged_into_a_new_one_hands_over_its_segments() -> None:
+    """The merged person leaves; the surviving person, new to the engine, enters
+    (once found: the renamed state kept the old membership bits and the new
+    person was never recorded as a member)."""
+    from footfall.segments.engine import SegmentEngine
+
+    active = parse_definition({"id": "active", "condition": {"last_seen": {"within": "1d"}}})
+    moment = datetime(2024, 3, 1, 12, tzinfo=UTC)
+    engine = SegmentEngine([active], clock=lambda: moment + timedelta(minutes=30))
+
+    def batch(person: str) -> pa.Table:
+        stamp = pa.array([moment], pa.timestamp("ms", tz="UTC"))
+        return pa.table({"person_id": [person], "event": ["page_view"], "session_id": ["s1"], "timestamp": stamp,
+                         "received_at": stamp, "properties": ["{}"]})
+
+    engine.on_batch(batch("anonymous"))
+    changes = engine.on_batch(batch("user"), merges=[("anonymous", "user")])
+    assert [(change.kind, change.person_id) for change in changes] == [
+        ("segment_exited", "anonymous"), ("segment_entered", "user")
+    ]
+    assert engine.memberships() == {"active": {"user"}}
+    assert engine.member_since("active", "user") == moment + timedelta(minutes=30)
+
+
+def test_clients_cannot_send_the_membership_event_names(tmp_path: Path) -> None:
+    service = Service(tmp_path, fsync=False, start_worker=False)
+    try:
+        write_key, _ = service.keys.create("write", "web")
+        with TestClient(create_app(service.database, "token", service=service)) as client:
+            answer = client.post(
+                "/v1/track", json={"type": "track", "event": "segment_entered", "anonymousId": "a1"}, auth=(write_key, "")
+            )
+        assert answer.status_code == 400
+        assert answer.json()["error"]["field"] == "$.event"
+        assert "reserved" in answer.json()["error"]["message"]
+    finally:
+        service.close()

@@ -346,7 +346,10 @@ def _service_routes(
         if not profiles.loaded:
             return error_response(503, {"code": "loading", "message": "profiles are being loaded from the store; retry in a moment"})
         person = identity if kind == "person" else service.worker.pipeline.person_for(kind, identity)
-        view = profiles.view(person) if person is not None else None
+        try:
+            view = profiles.view(person) if person is not None else None
+        except StoreError as exc:  # the Redis backend, unreachable
+            return error_response(503, {"code": "profiles_unavailable", "message": str(exc)})
         if view is None:
             return error_response(404, {"code": "not_found", "message": f"no profile for {kind} {identity!r}"})
         return Response(msgspec.json.encode(view), media_type="application/json")

@@ -30,7 +30,7 @@ from footfall.events.messages import (
     ScreenView,
     Track,
 )
-from footfall.events.record import Event
+from footfall.events.record import SYSTEM_EVENTS, Event
 
 MAX_ID_LENGTH = 255
 MAX_EVENT_NAME_LENGTH = 255
@@ -276,6 +276,10 @@ def check_message(message: Message) -> tuple[str | None, str | None]:
             raise MessageError("$.event", "must not be empty")
         if len(message.event) > MAX_EVENT_NAME_LENGTH:
             raise MessageError("$.event", f"is longer than {MAX_EVENT_NAME_LENGTH} characters")
+        if message.event in SYSTEM_EVENTS:
+            raise MessageError(
+                "$.event", f"{message.event!r} is reserved for the membership changes Footfall records; name the event differently"
+            )
     elif isinstance(message, Group):
         _as_id(message.group_id, "$.groupId")
     elif isinstance(message, Alias):

@@ -337,7 +337,10 @@ class SegmentEngine:
             self._dirty.add(old)
         target = self.persons.get(new)
         if target is None:
+            # The old person left every segment above; the new one enters
+            # what it qualifies for when it is evaluated next.
             state.person_id = new
+            state.member_of, state.since = 0, {}
             self.persons[new] = state
         else:
             target.absorb(state)
@@ -373,9 +376,9 @@ class SegmentEngine:
                 mask |= plan.dependents[segment]
                 if record:
                     if value:
-                        self._members[segment][person] = at
+                        self._members[segment][person] = state.since[segment] = at
                     else:
-                        del self._members[segment][person]
+                        del self._members[segment][person], state.since[segment]
                     changes.append(
                         MembershipChange("segment_entered" if value else "segment_exited", ids[segment], person, at, reason)
                     )
@@ -394,13 +397,13 @@ class SegmentEngine:
 
     def _evaluate_entries(self, person: str, entered: int, at: int, reason: Reason) -> list[MembershipChange]:
         state = self.persons[person]
-        state.member_of = entered
+        state.member_of, state.since = entered, {}
         changes = []
         while entered:
             lowest = entered & -entered
             segment = lowest.bit_length() - 1
             entered ^= lowest
-            self._members[segment][person] = at
+            self._members[segment][person] = state.since[segment] = at
             changes.append(MembershipChange("segment_entered", self.ids[segment], person, at, reason))
         if self.state is not None:
             self._dirty.add(person)
@@ -408,23 +411,22 @@ class SegmentEngine:
 
     def _sync_member_bits(self) -> None:
         for state in self.persons.values():
-            state.member_of = 0
+            state.member_of, state.since = 0, {}
         for segment, group in enumerate(self._members):
-            for person in group:
+            for person, since in group.items():
                 found = self.persons.get(person)
                 if found is not None:
                     found.member_of |= 1 << segment
+                    found.since[segment] = since
 
     # -- persistence -------------------------------------------------------------------
 
     def _row(self, person: str) -> PersonRow | None:
+        """The person's saved row, by segment index (the slots of the state file)."""
         state = self.persons.get(person)
         if state is None:
             return None
-        ids = self.ids
-        members = {ids[segment]: group[person] for segment, group in enumerate(self._members) if person in group}
-        due = {ids[segment]: when for segment, when in self.queue.due.get(person, {}).items()}
-        return PersonRow(members, due)
+        return PersonRow(state.since, self.queue.due.get(person) or {})  # encoded at once, not kept
 
     def _autocommit(self) -> None:
         if self.autocommit:

@@ -89,7 +89,7 @@ class StreamState:
 class PersonState:
     __slots__ = (
         "_session_times", "engagement", "first_seen", "last_seen", "member_of", "person_id", "scores", "sessions",
-        "streams", "traits",
+        "since", "streams", "traits",
     )
 
     def __init__(self, person_id: str, streams: int) -> None:
@@ -103,6 +103,7 @@ class PersonState:
         self.traits: dict[str, Any] = {}
         self.scores: dict[str, float] = {}
         self.member_of = 0  # mask of the segments the person is in
+        self.since: dict[int, int] = {}  # segment index -> when the person entered it (the engine keeps it)
 
     def see_session(self, session: str, moment: int) -> int | None:
         """Note an event of a session; the session's previous latest time

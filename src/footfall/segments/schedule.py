@@ -12,6 +12,7 @@ entries and exits exactly as they were after the last completed step.
 from __future__ import annotations
 
 import heapq
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,10 +20,10 @@ from pathlib import Path
 
 import msgspec
 
-from footfall.errors import StoreError
+log = logging.getLogger(__name__)
 
 STATE_FILE = "segments.sqlite3"
-_FORMAT = 1  # of the state file's tables
+_FORMAT = 2  # of the state file's tables
 # A due entry packs its person's number and its segment's index below its time.
 _PERSON_BITS, _SEGMENT_BITS = 40, 12
 _PERSON_MASK, _SEGMENT_MASK = (1 << _PERSON_BITS) - 1, (1 << _SEGMENT_BITS) - 1
@@ -154,14 +155,16 @@ class SavedState:
 
 
 class PersonRow(msgspec.Struct, array_like=True):
-    """One person's saved segments: since when they are in each, when each is next due."""
+    """One person's saved segments, by slot (the segment's position in the
+    list last written with ``fingerprints``): since when they are in each,
+    when each is next due."""
 
-    members: dict[str, int]
-    due: dict[str, int]
+    members: dict[int, int]
+    due: dict[int, int]
 
 
-_encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(PersonRow).decode
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(PersonRow).decode
 
 
 class StateFile:
@@ -181,13 +184,24 @@ class StateFile:
             PRAGMA journal_mode = WAL;
             PRAGMA synchronous = NORMAL;
             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-            CREATE TABLE IF NOT EXISTS segments (segment_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL);
-            CREATE TABLE IF NOT EXISTS persons (person_id TEXT PRIMARY KEY, segments BLOB NOT NULL) WITHOUT ROWID;
             """
         )
         found = self._connection.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
         if found is not None and int(found[0]) != _FORMAT:
-            raise StoreError(f"{self.path} is in format {found[0]}, this Footfall reads {_FORMAT}: remove it to rebuild")
+            # Everything here can be computed again from the store: start over
+            # (the engine's restore() then backfills).
+            log.warning("%s is in format %s, this Footfall writes %s: rebuilding it", self.path, found[0], _FORMAT)
+            self._connection.executescript(
+                "DROP TABLE IF EXISTS segments; DROP TABLE IF EXISTS persons; DELETE FROM meta;"
+            )
+        self._connection.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS segments (
+                slot INTEGER PRIMARY KEY, segment_id TEXT NOT NULL UNIQUE, fingerprint TEXT NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS persons (person_id TEXT PRIMARY KEY, segments BLOB NOT NULL) WITHOUT ROWID;
+            """
+        )
         self._connection.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (str(_FORMAT),))
 
     def saved_clock(self) -> int | None:
@@ -199,13 +213,16 @@ class StateFile:
         meta = dict(self._connection.execute("SELECT key, value FROM meta").fetchall())
         saved.clock_ms = int(meta["clock_ms"]) if "clock_ms" in meta else None
         saved.watermark_ms = int(meta["watermark_ms"]) if "watermark_ms" in meta else None
-        saved.fingerprints = dict(self._connection.execute("SELECT segment_id, fingerprint FROM segments").fetchall())
+        slots = {}
+        for slot, segment, fingerprint in self._connection.execute("SELECT slot, segment_id, fingerprint FROM segments"):
+            slots[slot] = segment
+            saved.fingerprints[segment] = fingerprint
         for person, blob in self._connection.execute("SELECT person_id, segments FROM persons"):
             row = _decode(blob)
-            for segment, since in row.members.items():
-                saved.members.setdefault(segment, {})[person] = since
-            for segment, when in row.due.items():
-                saved.due.setdefault(segment, {})[person] = when
+            for slot, since in row.members.items():
+                saved.members.setdefault(slots[slot], {})[person] = since
+            for slot, when in row.due.items():
+                saved.due.setdefault(slots[slot], {})[person] = when
         return saved
 
     def write(
@@ -219,7 +236,7 @@ class StateFile:
     ) -> None:
         """Put (None: delete) persons' rows, and the clock, in one transaction.
         With ``replace`` the rows given are the whole state; with
-        ``fingerprints`` the segment list is replaced."""
+        ``fingerprints`` (in slot order) the segment list is replaced."""
         puts, deletes = [], []
         for person, row in persons:
             if row is None or not (row.members or row.due):
@@ -233,7 +250,10 @@ class StateFile:
                 connection.execute("DELETE FROM persons")
             if fingerprints is not None:
                 connection.execute("DELETE FROM segments")
-                connection.executemany("INSERT INTO segments VALUES (?, ?)", fingerprints.items())
+                connection.executemany(
+                    "INSERT INTO segments VALUES (?, ?, ?)",
+                    [(slot, segment, fingerprint) for slot, (segment, fingerprint) in enumerate(fingerprints.items())],
+                )
             connection.executemany("DELETE FROM persons WHERE person_id = ?", deletes)
             connection.executemany("INSERT OR REPLACE INTO persons VALUES (?, ?)", puts)
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('clock_ms', ?)", (str(clock_ms),))
