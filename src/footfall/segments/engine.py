@@ -54,6 +54,8 @@ from footfall.segments.schedule import MAX_SEGMENTS, DueQueue, PersonRow, SavedS
 from footfall.store.database import Database
 
 ChangeKind = Literal["segment_entered", "segment_exited"]
+_ENTERED: ChangeKind = "segment_entered"
+_EXITED: ChangeKind = "segment_exited"
 # Why a membership changed: an event, time passing, a merge of persons,
 # new scores, a backfill, a check after a restart, or a new definition.
 Reason = Literal["event", "time", "merge", "scores", "backfill", "reconcile", "definition"]
@@ -360,39 +362,40 @@ class SegmentEngine:
         if start is not None:
             state.member_of = start
         plan = self.plan
-        evaluators = plan.evaluators
-        ids = self.ids
+        evaluators, dependents = plan.evaluators, plan.dependents
+        ids, groups, since = self.ids, self._members, state.since
         queue = self.queue
         due = queue.of(person)
-        persist = self.state is not None
         changes = []
+        written = False  # the person's saved row is out of date
+        member_of = state.member_of  # mirrored into state at once: in_segment conditions read it
         while mask:
             lowest = mask & -mask
             segment = lowest.bit_length() - 1
             mask ^= lowest
             value, recheck = evaluators[segment](state, at)
-            if value != (state.member_of & lowest != 0):
-                state.member_of ^= lowest
-                mask |= plan.dependents[segment]
+            if value != (member_of & lowest != 0):
+                member_of ^= lowest
+                state.member_of = member_of
+                mask |= dependents[segment]
                 if record:
                     if value:
-                        self._members[segment][person] = state.since[segment] = at
+                        groups[segment][person] = since[segment] = at
+                        changes.append(MembershipChange(_ENTERED, ids[segment], person, at, reason))
                     else:
-                        del self._members[segment][person], state.since[segment]
-                    changes.append(
-                        MembershipChange("segment_entered" if value else "segment_exited", ids[segment], person, at, reason)
-                    )
-                    if persist:
-                        self._dirty.add(person)
+                        del groups[segment][person], since[segment]
+                        changes.append(MembershipChange(_EXITED, ids[segment], person, at, reason))
+                    written = True
             if due.get(segment, NEVER) != recheck:
                 if recheck >= NEVER:
                     del due[segment]
                 else:
                     queue.put(due, person, segment, recheck)
-                if persist:
-                    self._dirty.add(person)
+                written = True
+        if written and self.state is not None:
+            self._dirty.add(person)
         if not record:
-            return self._evaluate_entries(person, state.member_of, at, reason)
+            return self._evaluate_entries(person, member_of, at, reason)
         return changes
 
     def _evaluate_entries(self, person: str, entered: int, at: int, reason: Reason) -> list[MembershipChange]:
