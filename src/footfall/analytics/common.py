@@ -168,6 +168,16 @@ def events_where(
     return "\n  AND ".join(clauses)
 
 
+def may_hold_text(dialect: Dialect, text: str) -> str:
+    """A cheap test of the raw ``properties`` text, true of every event whose
+    JSON holds ``text`` as a key or string value: the text is there as it
+    is, or an escape (a backslash) could spell it. A filter to put before a
+    JSON function, which parses the whole document."""
+    return " OR ".join(
+        dialect.render("contains", s="properties", needle=dialect.quote(needle)) for needle in (text, "\\")
+    )
+
+
 def breakdown_sql(dialect: Dialect, target: FieldRef | None) -> str:
     return "NULL" if target is None else Operand(dialect, target).text()
 

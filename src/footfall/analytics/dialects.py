@@ -68,12 +68,16 @@ DUCKDB = Dialect(
         "json_string": "json_extract_string({doc}, {path})",
         "json_number": "TRY_CAST(json_extract_string({doc}, {path}) AS DOUBLE)",
         "json_bool": "(json_extract_string({doc}, {path}) = 'true')",
+        # A JSON number, else NULL, from one parse: json_extract gives the value
+        # as JSON text, and only a number's text casts (a string keeps its quotes).
+        "json_number_or_null": "TRY_CAST(CAST(json_extract({doc}, {path}) AS VARCHAR) AS DOUBLE)",
         # A scalar as text (strings unquoted), NULL when missing or null.
         "json_text": "json_extract_string({doc}, {path})",
         "contains": "contains({s}, {needle})",
         "regex": "regexp_matches({s}, {pattern})",
         "count_if": "count(*) FILTER (WHERE {condition})",
         "avg_if": "avg({x}) FILTER (WHERE {condition})",
+        "sum_if": "sum({x}) FILTER (WHERE {condition})",
         # Interpolated median (the mean of the two middle values for even counts).
         "median_if": "quantile_cont({x}, 0.5) FILTER (WHERE {condition})",
         "sorted_at": "list_sort([{items}])[{position}]",
@@ -95,6 +99,9 @@ CLICKHOUSE = Dialect(
         "json_string": "JSONExtractString({doc}, {path})",
         "json_number": "JSONExtractFloat({doc}, {path})",
         "json_bool": "(JSONExtractBool({doc}, {path}) = 1)",
+        "json_number_or_null": (
+            "if(JSONType({doc}, {path}) IN ('Int64', 'UInt64', 'Double'), JSONExtractFloat({doc}, {path}), NULL)"
+        ),
         "json_text": (
             "multiIf(JSONType({doc}, {path}) = 'Null', NULL,"
             " JSONType({doc}, {path}) = 'String', JSONExtractString({doc}, {path}),"
@@ -104,6 +111,7 @@ CLICKHOUSE = Dialect(
         "regex": "match({s}, {pattern})",
         "count_if": "countIf({condition})",
         "avg_if": "avgIf({x}, {condition})",
+        "sum_if": "sumIf({x}, {condition})",
         # quantileExactInclusive interpolates like DuckDB's quantile_cont.
         "median_if": "quantileExactInclusiveIf(0.5)({x}, {condition})",
         "sorted_at": "arraySort([{items}])[{position}]",

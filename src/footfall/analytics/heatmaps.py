@@ -76,8 +76,10 @@ RAGE_CLICKS, RAGE_MS, RAGE_PX = 3, 1000, 30
 _MAX_PIXELS = 40_000_000  # in a drawn image
 
 _TEMPLATES = {
-    "duckdb": {"distinct_sessions": "count(DISTINCT (person_id, session_id))"},
-    "clickhouse": {"distinct_sessions": "uniqExact(person_id, session_id)"},
+    "duckdb": {"distinct_sessions": "count(DISTINCT (person_id, session_id))", "hash": "hash({columns})",
+               "materialized": "MATERIALIZED "},
+    "clickhouse": {"distinct_sessions": "uniqExact(person_id, session_id)", "hash": "cityHash64({columns})",
+                   "materialized": ""},
 }
 
 
@@ -248,46 +250,69 @@ def assemble(
 
 def _number(dialect: Dialect, key: str) -> str:
     """A numeric property, NULL when it is missing or not a JSON number."""
-    path = dialect.json_path((key,))
-    return (
-        f"CASE WHEN {dialect.render('json_is_number', doc='properties', path=path)}"
-        f" THEN {dialect.render('json_number', doc='properties', path=path)} END"
-    )
+    return dialect.render("json_number_or_null", doc="properties", path=dialect.json_path((key,)))
 
 
-def _scan(spec: HeatmapSpec, dialect: Dialect, project_id: str) -> list[tuple[str, str]]:
-    """CTEs ``scanned`` (the events that matter, with their cleaned page),
-    ``pages`` (the pages shown) and ``located`` (clicks, and rage_click events
-    when tracked, with coordinates: column and row, NULL when not placeable)."""
+def _scan(spec: HeatmapSpec, dialect: Dialect, project_id: str, *, clicks_only: bool = False) -> list[tuple[str, str]]:
+    """CTEs ``pages`` (the pages shown), ``scanned`` (their events that matter)
+    and ``located`` (clicks, and rage_click events when tracked, with
+    coordinates: column and row, NULL when not placeable).
+
+    The pages are ranked first, from a scan of the two light columns (event,
+    path) alone; only then are the shown pages' events read with what else
+    they need, so ids, times and JSON properties are read for those pages
+    only, and each query reads ``scanned`` once (a CTE read twice is
+    materialised, with every column, on DuckDB). With ``clicks_only``,
+    ``scanned`` keeps only what ``located`` takes."""
     bounds = spec.range_utc()
     names = [CLICK, PAGE_VIEW, SCROLL if spec.scroll_source == "scroll" else PAGE_LEAVE]
     if spec.rage_clicks == "tracked":
         names.append(RAGE_CLICK)
-    where = events_where(dialect, project_id, since=bounds[0] if bounds else None, filters=spec.filters, events=names)
-    if bounds:
-        where += f"\n  AND timestamp < {dialect.timestamp(bounds[1])}"  # the range is half open
+    clicks = [CLICK, RAGE_CLICK] if spec.rage_clicks == "tracked" else [CLICK]
+    page = clean_sql(dialect, spec.cleaning, "path")
+
+    def where(events: list[str]) -> str:
+        clauses = events_where(dialect, project_id, since=bounds[0] if bounds else None, filters=spec.filters, events=events)
+        if bounds:
+            clauses += f"\n  AND timestamp < {dialect.timestamp(bounds[1])}"  # the range is half open
+        clauses += "\n  AND path IS NOT NULL"
+        if spec.page is not None:  # one page: the scans keep only its events
+            clauses += f"\n  AND {page} = {dialect.quote(spec.page)}"
+        return clauses
+
+    click_count = dialect.render("count_if", condition=f"event = {dialect.quote(CLICK)}")
+    view_count = dialect.render("count_if", condition=f"event = {dialect.quote(PAGE_VIEW)}")
+    pages = (
+        f"SELECT {page} AS page, {click_count} AS clicks, {view_count} AS views\nFROM events\nWHERE {where(names)}\n"
+        f"GROUP BY page ORDER BY clicks DESC, views DESC, page LIMIT {spec.page_limit}"
+    )
     # Properties are read only from the events that have them: JSON is the
     # costly part of the scan.
     scrolled = SCROLL if spec.scroll_source == "scroll" else PAGE_LEAVE
     depth = _number(dialect, "depth" if spec.scroll_source == "scroll" else "max_scroll")
-    kinds = ", ".join(dialect.quote(name) for name in ([CLICK, RAGE_CLICK] if spec.rage_clicks == "tracked" else [CLICK]))
+    kinds = ", ".join(dialect.quote(name) for name in clicks)
     columns = [
         f"person_id, session_id, {dialect.render('epoch_ms', x='timestamp')} AS ts, event_id, event, x, y, viewport_width",
         f"CASE WHEN event = {dialect.quote(scrolled)} THEN {depth} END AS depth",
-        f"{clean_sql(dialect, spec.cleaning, 'path')} AS page",
+        f"{page} AS page",
     ]
     if spec.y_scale == "page":
         columns.append(f"CASE WHEN event IN ({kinds}) THEN {_number(dialect, 'page_height')} END AS page_height")
-    where += "\n  AND path IS NOT NULL"
-    if spec.page is not None:  # one page: the scan keeps only its events
-        where += f"\n  AND {clean_sql(dialect, spec.cleaning, 'path')} = {dialect.quote(spec.page)}"
-    scanned = "SELECT " + ",\n  ".join(columns) + f"\nFROM events\nWHERE {where}"
-    click_count = dialect.render("count_if", condition=f"event = {dialect.quote(CLICK)}")
-    view_count = dialect.render("count_if", condition=f"event = {dialect.quote(PAGE_VIEW)}")
-    pages = (
-        f"SELECT page, {click_count} AS clicks, {view_count} AS views FROM scanned GROUP BY page\n"
-        f"ORDER BY clicks DESC, views DESC, page LIMIT {spec.page_limit}"
+    scanned = (
+        "SELECT " + ",\n  ".join(columns)
+        + f"\nFROM events\nWHERE {where(clicks if clicks_only else names)}\n  AND {page} IN (SELECT page FROM pages)"
     )
+    placeable, column, row = _cell_sql(spec)
+    located = (
+        "SELECT person_id, session_id, ts, event_id, event, page, x, y,\n"
+        f"  CASE WHEN {placeable} THEN {column} END AS col,\n  CASE WHEN {placeable} THEN {row} END AS row_index\n"
+        f"FROM scanned\nWHERE event IN ({kinds}) AND x IS NOT NULL AND y IS NOT NULL"
+    )
+    return [("pages", pages), ("scanned", scanned), ("located", located)]
+
+
+def _cell_sql(spec: HeatmapSpec) -> tuple[str, str, str]:
+    """When a click can be placed (given x and y), and its column and row then."""
     placeable = "viewport_width > 0"
     if spec.y_scale == "page":
         placeable += " AND page_height > 0"
@@ -295,20 +320,18 @@ def _scan(spec: HeatmapSpec, dialect: Dialect, project_id: str) -> list[tuple[st
     else:
         row = f"floor(greatest(y, 0) / {spec.row_height})"
     column = f"least(greatest(floor(x * {spec.columns} / viewport_width), 0), {spec.columns - 1})"
-    located = (
-        "SELECT person_id, session_id, ts, event_id, event, page, x, y,\n"
-        f"  CASE WHEN {placeable} THEN {column} END AS col,\n  CASE WHEN {placeable} THEN {row} END AS row_index\n"
-        f"FROM scanned\nWHERE event IN ({kinds}) AND x IS NOT NULL AND y IS NOT NULL AND page IN (SELECT page FROM pages)"
-    )
-    return [("scanned", scanned), ("pages", pages), ("located", located)]
+    return placeable, column, row
 
 
 def _in_grid(spec: HeatmapSpec) -> str:
     return f"col IS NOT NULL AND row_index < {spec.rows}"
 
 
-def _with(ctes: list[tuple[str, str]], body: str, dialect: Dialect) -> str:
-    parts = ",\n".join(f"{name} AS (\n{sql}\n)" for name, sql in ctes)
+def _with(ctes: list[tuple[str, str]], body: str, dialect: Dialect, *, materialized: tuple[str, ...] = ()) -> str:
+    """``materialized`` CTEs are computed first on DuckDB, whose optimizer may
+    otherwise join them late (ClickHouse joins in the order written)."""
+    keyword = _TEMPLATES[dialect.name]["materialized"]
+    parts = ",\n".join(f"{name} AS {keyword if name in materialized else ''}(\n{sql}\n)" for name, sql in ctes)
     return f"WITH {parts}\n{body}{dialect.query_suffix}"
 
 
@@ -317,39 +340,36 @@ def compile_pages(spec: HeatmapSpec, dialect: str, *, project_id: str = "default
     it, the page views scroll depths are shares of, and those reaching each milestone."""
     chosen = dialect_named(dialect)
 
-    def count(condition: str) -> str:
-        return chosen.render("count_if", condition=condition)
+    def total(condition: str) -> str:
+        return f"coalesce({chosen.render('sum_if', x='events', condition=condition)}, 0)"
 
     click = f"event = {chosen.quote(CLICK)}"
     if spec.scroll_source == "scroll":
-        views = count(f"event = {chosen.quote(PAGE_VIEW)}")
-        reached = [count(f"event = {chosen.quote(SCROLL)} AND depth = {depth}") for depth in MILESTONES]
+        views = total(f"event = {chosen.quote(PAGE_VIEW)}")
+        reached = [total(f"event = {chosen.quote(SCROLL)} AND depth = {depth}") for depth in MILESTONES]
     else:
         leave = f"event = {chosen.quote(PAGE_LEAVE)}"
-        views = count(f"{leave} AND depth IS NOT NULL")
-        reached = [count(f"{leave} AND depth >= {depth}") for depth in MILESTONES]
-    ctes = _scan(spec, chosen, project_id)
+        views = total(f"{leave} AND depth IS NOT NULL")
+        reached = [total(f"{leave} AND depth >= {depth}") for depth in MILESTONES]
+    # Events are first tallied by page, kind, where a click falls (the grid,
+    # below it, or nowhere) and scroll depth, so that the depth (JSON) is read
+    # once per event however many counts below look at it.
+    placeable, _, row = _cell_sql(spec)
+    placed = f"{click} AND x IS NOT NULL AND y IS NOT NULL AND {placeable}"
+    ctes = _scan(spec, chosen, project_id)[:2]
     ctes.append(
         (
-            "placement",
-            f"SELECT page, {count(f'{click} AND {_in_grid(spec)}')} AS placed,"
-            f" {count(f'{click} AND col IS NOT NULL AND row_index >= {spec.rows}')} AS below\n"
-            "FROM located GROUP BY page",
+            "tallied",
+            f"SELECT page, event, CASE WHEN {placed} THEN {row} < {spec.rows} END AS in_grid, depth, count(*) AS events\n"
+            "FROM scanned GROUP BY page, event, in_grid, depth",
         )
     )
     reached_columns = ", ".join(f"{column} AS reached_{depth}" for column, depth in zip(reached, MILESTONES, strict=True))
-    ctes.append(
-        (
-            "totals",
-            f"SELECT page, {count(click)} AS clicks, {count(f'event = {chosen.quote(PAGE_VIEW)}')} AS page_views,"
-            f" {views} AS scroll_views,\n  {reached_columns}\n"
-            "FROM scanned WHERE page IN (SELECT page FROM pages) GROUP BY page",
-        )
-    )
-    reached_names = ", ".join(f"t.reached_{depth}" for depth in MILESTONES)
     body = (
-        "SELECT t.page, t.clicks, t.page_views, coalesce(p.placed, 0), coalesce(p.below, 0), t.scroll_views,"
-        f" {reached_names}\nFROM totals AS t LEFT JOIN placement AS p ON t.page = p.page"
+        f"SELECT page, {total(click)} AS clicks, {total(f'event = {chosen.quote(PAGE_VIEW)}')} AS page_views,\n"
+        f"  {total('in_grid')} AS placed, {total('NOT in_grid')} AS below,\n"
+        f"  {views} AS scroll_views, {reached_columns}\n"
+        "FROM tallied GROUP BY page"
     )
     return _with(ctes, body, chosen)
 
@@ -361,25 +381,39 @@ def compile_cells(spec: HeatmapSpec, dialect: str, *, project_id: str = "default
         f"SELECT page, col, row_index, count(*) FROM located\nWHERE event = {chosen.quote(CLICK)} AND {_in_grid(spec)}\n"
         "GROUP BY page, col, row_index"
     )
-    return _with(_scan(spec, chosen, project_id), body, chosen)
+    return _with(_scan(spec, chosen, project_id, clicks_only=True), body, chosen)
 
 
 def compile_rage(spec: HeatmapSpec, dialect: str, *, project_id: str = "default") -> str:
     """Rage clicks per cell of the grid: page, column, row, rage clicks, sessions."""
     chosen = dialect_named(dialect)
-    ctes = _scan(spec, chosen, project_id)
+    ctes = _scan(spec, chosen, project_id, clicks_only=True)
     if spec.rage_clicks == "tracked":
         ctes.append(("rage", f"SELECT * FROM located WHERE event = {chosen.quote(RAGE_CLICK)}"))
     else:
         click = chosen.quote(CLICK)
-        visit = "PARTITION BY person_id, session_id, page"
+        visit = _TEMPLATES[chosen.name]["hash"].format(columns="person_id, session_id, page")
+        second = f"floor(ts / {RAGE_MS})"
+        # A rage click's two clicks before lie in its second of the clock or
+        # the one before, so only clicks in a second that, with the one before,
+        # holds three clicks of the visit can be one: few, so the pairing below
+        # stays small. Each click counts for its second and the next; counting
+        # is a grouping, far cheaper than a window over each visit's clicks.
+        # Visits go by a hash: those sharing one only let more candidates
+        # through, as the pairing compares the visits themselves.
+        ctes.append(
+            (
+                "busy",
+                f"SELECT {visit} AS visit, {second} + shift AS second\n"
+                "FROM located CROSS JOIN (SELECT 0 AS shift UNION ALL SELECT 1 AS shift) AS shifts\n"
+                f"WHERE event = {click}\nGROUP BY visit, second HAVING count(*) >= {RAGE_CLICKS}",
+            )
+        )
         ctes.append(
             (
                 "candidates",
-                # Clicks with enough clicks in the second up to them, near or
-                # not: few, so the pairing below stays small.
-                f"SELECT * FROM (SELECT *, count(*) OVER ({visit} ORDER BY ts RANGE BETWEEN {RAGE_MS} PRECEDING AND"
-                f" CURRENT ROW) AS recent\n  FROM located WHERE event = {click}) AS counted\nWHERE recent >= {RAGE_CLICKS}",
+                f"SELECT * FROM located WHERE event = {click}"
+                f" AND ({visit}, {second}) IN (SELECT visit, second FROM busy)",
             )
         )
         ctes.append(
@@ -400,7 +434,7 @@ def compile_rage(spec: HeatmapSpec, dialect: str, *, project_id: str = "default"
         )
     sessions = _TEMPLATES[chosen.name]["distinct_sessions"]
     body = f"SELECT page, col, row_index, count(*), {sessions}\nFROM rage WHERE {_in_grid(spec)}\nGROUP BY page, col, row_index"
-    return _with(ctes, body, chosen)
+    return _with(ctes, body, chosen, materialized=("candidates",))
 
 
 def compile(spec: HeatmapSpec, dialect: str, *, project_id: str = "default") -> str:

@@ -64,6 +64,10 @@ _BUCKET = {
         "other": "strftime(date_trunc('{unit}', timezone({zone}, timestamp)), '%Y-%m-%d 00:00')",
         "day_number": "(CAST(timezone({zone}, timestamp) AS DATE) - DATE '1970-01-01')",
         "quantile": "quantile_cont({x}, {q})",
+        # The earliest local time of a person's events, and its bucket (see compile_lifecycle).
+        "earliest_local": "min(timezone({zone}, timestamp))",
+        "local_hour": "strftime(date_trunc('hour', {local}), '%Y-%m-%d %H:00')",
+        "local_other": "strftime(date_trunc('{unit}', {local}), '%Y-%m-%d 00:00')",
     },
     "clickhouse": {
         # Not toStartOfHour: around Chatham's (UTC+12:45) changes of clocks it names the wrong hour.
@@ -73,6 +77,13 @@ _BUCKET = {
         "month": "formatDateTime(toStartOfMonth(toTimeZone(timestamp, {zone})), '%Y-%m-%d 00:00')",
         "day_number": "toInt64(toDate(toTimeZone(timestamp, {zone})))",
         "quantile": "quantileExactInclusive({q})({x})",
+        # Local times as UTC times with the same clock reading: their order is
+        # the clocks' (a DateTime in a zone compares as an instant).
+        "earliest_local": "min(addSeconds(toDateTime(timestamp, 'UTC'), timeZoneOffset(toTimeZone(timestamp, {zone}))))",
+        "local_hour": "formatDateTime({local}, '%Y-%m-%d %H:00')",
+        "local_day": "formatDateTime(toDate({local}), '%Y-%m-%d 00:00')",
+        "local_week": "formatDateTime(toMonday({local}), '%Y-%m-%d 00:00')",
+        "local_month": "formatDateTime(toStartOfMonth({local}), '%Y-%m-%d 00:00')",
     },
 }
 
@@ -254,13 +265,19 @@ def compile_lifecycle(spec: TrendSpec, dialect_name: str, *, project_id: str = "
     events = "" if spec.event is None else f" AND event = {dialect.quote(spec.event)}"
     where = events_where(dialect, project_id, since=previous, filters=spec.filters)
     project = dialect.quote(project_id)
+    # A bucket never comes before the bucket of an earlier clock reading, so
+    # a person's first bucket is the bucket of their earliest local time: one
+    # bucket per person, not one per event of all time.
+    templates = _BUCKET[dialect.name]
+    earliest = templates["earliest_local"].format(zone=dialect.quote(spec.time_zone))
+    local_bucket = templates.get(f"local_{spec.interval}") or templates["local_other"].replace("{unit}", spec.interval)
     return (
         f"SELECT a.person_id, a.bucket, f.first_bucket FROM (\n"
         f"  SELECT DISTINCT person_id, {bucket} AS bucket FROM events\n"
         f"  WHERE {where}{events}\n  AND timestamp < {dialect.timestamp(end)}) AS a\n"
-        f"JOIN (SELECT person_id, min(bucket) AS first_bucket FROM (\n"
-        f"  SELECT person_id, {bucket} AS bucket FROM events WHERE project_id = {project}) AS every\n"
-        f"  GROUP BY person_id) AS f ON a.person_id = f.person_id"
+        f"JOIN (SELECT person_id, {local_bucket.format(local='earliest')} AS first_bucket FROM (\n"
+        f"  SELECT person_id, {earliest} AS earliest FROM events WHERE project_id = {project} GROUP BY person_id) AS every\n"
+        f"  ) AS f ON a.person_id = f.person_id"
     )
 
 
