@@ -203,3 +203,54 @@ def test_clients_cannot_send_the_membership_event_names(tmp_path: Path) -> None:
         assert "reserved" in answer.json()["error"]["message"]
     finally:
         service.close()
+
+
+def test_definitions_changed_between_batches_do_not_count_a_batch_twice(tmp_path: Path) -> None:
+    """The engine restarts from the store when the saved segments change; the
+    store already holds the batch that triggers it, which must not be fed
+    again (counts would double)."""
+    database = Database(DuckDBBackend(tmp_path / "store.duckdb"))
+    database.migrate()
+    catalog = SegmentCatalog(tmp_path, refresh_every=0)
+    catalog.save(parse_definition({"id": "viewers", "condition": {"performed": {"event": "view_product", "in_last": "30d"}}}))
+    traffic = batches()
+    clock = Clock(max(max(table["timestamp"].to_pylist()) for table in traffic))
+    live = LiveSegments(database, catalog, clock=clock)
+    pipeline = Pipeline(database, segments=live)
+    pipeline.ingest(traffic[0])
+    # Exactly two views: a batch counted twice would put one-view persons in.
+    catalog.save(parse_definition({"id": "two_views", "condition": {
+        "performed": {"event": "view_product", "count": {"eq": 2}, "in_last": "30d"}}}))
+    for table in traffic[1:]:
+        pipeline.ingest(table)
+    assert live_members(live) == sql_members(database, catalog, clock.moment)
+    assert live_members(live)["two_views"]
+    assert changes_in_store(database) == live_members(live)
+    live.close()
+    database.close()
+
+
+def test_a_damaged_catalog_never_fails_the_pipeline(tmp_path: Path) -> None:
+    database = Database(DuckDBBackend(tmp_path / "store.duckdb"))
+    database.migrate()
+    catalog = SegmentCatalog(tmp_path, refresh_every=0)
+    catalog.save(parse_definition({"id": "viewers", "condition": {"performed": {"event": "view_product", "in_last": "30d"}}}))
+    traffic = batches()
+    clock = Clock(max(max(table["timestamp"].to_pylist()) for table in traffic))
+    live = LiveSegments(database, catalog, clock=clock)
+    pipeline = Pipeline(database, segments=live)
+    pipeline.ingest(traffic[0])
+    catalog.file.path.write_text("{not json")
+    report = pipeline.ingest(traffic[1])
+    assert report.events == traffic[1].num_rows, "the batch is stored whatever the segments do"
+    assert live.failures == 1
+    assert live.last_error is not None
+    assert "segments.json is damaged" in live.last_error
+    # Fixed (here: written again), the engine restarts from the store and catches up.
+    catalog.file.path.unlink()
+    catalog.save(parse_definition({"id": "viewers", "condition": {"performed": {"event": "view_product", "in_last": "30d"}}}))
+    for table in traffic[2:]:
+        pipeline.ingest(table)
+    assert live_members(live) == sql_members(database, catalog, clock.moment)
+    live.close()
+    database.close()

@@ -394,6 +394,15 @@ class WorkerMetrics(MetricsCollector):
         yield CounterMetricFamily("footfall_dead_lettered", "Messages written to the dead-letter table", value=stats.dead_lettered)
         yield CounterMetricFamily("footfall_plan_warnings", "Tracking-plan violations accepted in warn mode", value=stats.warned)
         yield CounterMetricFamily("footfall_worker_failures", "Times the worker failed to store records (retried)", value=stats.failures)
+        segments = self.worker.segments
+        if segments is not None:
+            yield CounterMetricFamily(
+                "footfall_segment_changes", "segment_entered / segment_exited events written", value=segments.changes_written
+            )
+            yield CounterMetricFamily(
+                "footfall_segment_failures", "Times the segment engine failed and was restarted from the store",
+                value=segments.failures,
+            )
         if stats.last_processed_at is not None:
             yield GaugeMetricFamily("footfall_worker_last_processed_seconds", "Unix time the worker last stored records", value=stats.last_processed_at)
         yield GaugeMetricFamily(

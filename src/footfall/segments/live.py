@@ -58,6 +58,8 @@ class LiveSegments:
         self._version = -1
         self._broken = False  # the engine failed on a batch: restore it from the store
         self.changes_written = 0
+        self.failures = 0  # batches or ticks the engine failed on (it restarts from the store)
+        self.last_error: str | None = None
         self.lock = threading.Lock()
 
     # -- starting -------------------------------------------------------------------
@@ -81,11 +83,12 @@ class LiveSegments:
         self._write(changes, check_stored=True)
         return changes
 
-    def _current(self) -> tuple[SegmentEngine | None, list[MembershipChange]]:
+    def _current(self) -> tuple[SegmentEngine | None, list[MembershipChange] | None]:
         """The engine (None without segments), restarted first when the
-        definitions changed or it failed, with the changes the restart made."""
+        definitions changed or it failed, with the changes the restart made
+        (None when it did not restart)."""
         self.catalog.segments()  # refreshes the version when the file changed
-        changes = []
+        changes = None
         if self.engine is None or self._broken or self.catalog.version != self._version:
             changes = self._restart()
         engine = self.engine if self.engine is not None and len(self.engine.ids) else None
@@ -96,32 +99,48 @@ class LiveSegments:
     def record(self, events: pa.Table, persons: pa.Table, merges: Sequence[tuple[str, str]]) -> list[MembershipChange]:
         """Take a batch the store has just stored; returns the changes written."""
         with self.lock:
-            engine, restarted = self._current()
-            if engine is None:
-                return restarted
             try:
-                changes = engine.on_batch(events, merges, persons)
-            except Exception:
-                # The batch is stored; the engine's memory may be half-updated.
-                # Restore from the store (which re-evaluates these persons)
-                # rather than hold on to a state that is not the store's.
-                self._broken = True
-                log.exception("segments: evaluating a stored batch failed; restoring from the store")
-                return restarted
-            self._write(changes)
-            engine.commit()
-            return restarted + changes
+                engine, restarted = self._current()
+                if engine is None:
+                    return restarted or []
+                if restarted is None:
+                    changes = engine.on_batch(events, merges, persons)
+                else:
+                    # A restart loads the store, which holds this batch already:
+                    # only the time since the engine's saved clock is left.
+                    changes = engine.advance()
+                self._write(changes)
+                engine.commit()
+            except Exception as exc:
+                # The batch is stored whatever happens here. The engine's memory
+                # may be half-updated: restore it from the store before the
+                # next batch (which re-evaluates these persons) rather than
+                # keep a state that is not the store's, and never fail the
+                # worker for it.
+                self._failed(exc)
+                return []
+            return (restarted or []) + changes
 
     def tick(self, now: datetime | None = None) -> list[MembershipChange]:
         """Let time pass: changes due by ``now`` (default: the clock)."""
         with self.lock:
-            engine, restarted = self._current()
-            if engine is None:
-                return restarted
-            changes = engine.advance(now)
-            self._write(changes)
-            engine.commit()
-            return restarted + changes
+            try:
+                engine, restarted = self._current()
+                if engine is None:
+                    return restarted or []
+                changes = engine.advance(now)
+                self._write(changes)
+                engine.commit()
+            except Exception as exc:
+                self._failed(exc)
+                return []
+            return (restarted or []) + changes
+
+    def _failed(self, exc: Exception) -> None:
+        self._broken = True
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.error("segments: %s; restarting the engine from the store with the next batch", self.last_error, exc_info=exc)
 
     def close(self) -> None:
         with self.lock:
