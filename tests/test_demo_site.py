@@ -294,3 +294,17 @@ def test_demo_serves_the_shop_until_interrupted(tmp_path: Path) -> None:
     assert "Footfall demo" in output
     assert f"http://127.0.0.1:{port}/" in output
     assert "Ctrl-C to stop" in output
+
+
+def test_own_events_include_the_visitors_segment_changes(shop: Shop) -> None:
+    from footfall.segments import ready_made
+
+    shop.service.catalog.save_all(ready_made())
+    mine, theirs = str(uuid.uuid4()), str(uuid.uuid4())
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    shop.send(from_tracker("scroll", mine, timestamp=now), from_tracker("scroll", theirs, timestamp=now))
+    shop.service.worker.process_available()
+    events = shop.client.get(f"/demo/events?anonymous_id={mine}").json()["events"]
+    entered = [event for event in events if event["event"] == "segment_entered"]
+    assert [event["properties"] for event in entered] == [{"segment_id": "active_recent"}]
+    assert len([event for event in events if event["event"] == "scroll"]) == 1

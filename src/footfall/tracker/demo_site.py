@@ -37,7 +37,7 @@ OWN_EVENTS_LIMIT = 20
 SHOWN_PROPERTIES = (
     "signal", "element", "section", "depth", "max_scroll", "dwell_ms", "duration_ms", "visible_ms",
     "x", "y", "clicks", "form", "product_id", "category", "price", "quantity", "revenue", "currency",
-    "cart_size", "value", "results",
+    "cart_size", "value", "results", "segment_id",
 )
 CONFIG_PLACEHOLDER = b"<!--footfall-config-->"
 
@@ -112,14 +112,19 @@ def parse_anonymous_id(value: str | None) -> str:
 
 
 def own_events_sql(anonymous_id: str, limit: int = OWN_EVENTS_LIMIT) -> str:
-    """The latest events footfall.js sent for one anonymous id (standard SQL, both dialects).
+    """The latest events footfall.js sent for one anonymous id, and the segment
+    changes of its person (standard SQL, both dialects).
 
     The id is checked to be a UUID first, so it is safe inside the literal.
     """
     checked = parse_anonymous_id(anonymous_id)
+    # With them, the segments this visitor entered or left (the server's live
+    # segments write those changes for the person the id belongs to).
+    person = f"SELECT person_id FROM identities WHERE kind = 'anonymous' AND value = '{checked}'"
     return (
         "SELECT timestamp, event, path, properties FROM events"
-        f" WHERE anonymous_id = '{checked}' AND library LIKE 'footfall.js/%' AND type IN ('track', 'page')"
+        f" WHERE (anonymous_id = '{checked}' AND library LIKE 'footfall.js/%' AND type IN ('track', 'page'))"
+        f" OR (type = 'segment' AND person_id IN ({person}))"
         f" ORDER BY timestamp DESC, received_at DESC LIMIT {int(limit)}"
     )
 

@@ -203,7 +203,7 @@ document.addEventListener("submit", (event) => {
 
 // -- the "your events" panel -------------------------------------------------------
 
-const DETAILS = ["depth", "max_scroll", "dwell_ms", "duration_ms", "visible_ms", "element", "section", "product_id", "revenue", "results", "clicks"];
+const DETAILS = ["segment_id", "depth", "max_scroll", "dwell_ms", "duration_ms", "visible_ms", "element", "section", "product_id", "revenue", "results", "clicks"];
 
 async function showOwnEvents() {
   const list = document.getElementById("own-events");
