@@ -205,20 +205,6 @@ def test_cohorts_from_a_segment_a_funnel_step_and_a_csv(capsys: pytest.CaptureFi
         assert database.query("SELECT count(*) FROM cohort_members WHERE cohort_id = 'vip'").rows == [(0,)]
 
 
-def test_a_cohort_follows_its_persons_when_they_merge(tmp_path: Path) -> None:
-    catalog = SegmentCatalog(tmp_path)
-    with Database.open(tmp_path) as database:
-        pipeline = Pipeline(database)
-        pipeline.ingest_events([track("view", "0s", anon="anon-1"), track("view", "1m", user="u1")])
-        anonymous = database.query("SELECT person_id FROM identities WHERE value = 'anon-1'").rows[0][0]
-        catalog.save_cohort(database, "early", [anonymous], "test")
-        pipeline.ingest_events([
-            track("identify", "2m", anon="anon-1", user="u1"),
-        ])
-        [[person]] = database.query("SELECT person_id FROM identities WHERE value = 'u1'").rows
-        assert catalog.cohort_members(database, "early") == [person]
-
-
 def api(client: TestClient, method: str, path: str, key: str | None, body: Any = None) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     response = client.request(method, path, headers=headers, json=body)
@@ -307,3 +293,23 @@ def test_the_openapi_document_lists_every_segment_and_cohort_route(tmp_path: Pat
         for method in route.methods or ():
             if method != "HEAD":
                 assert method.lower() in paths[route.path], (method, route.path)
+
+
+def test_cohort_rows_on_both_engines(database: Database, tmp_path: Path) -> None:
+    catalog = SegmentCatalog(tmp_path)
+    pipeline = Pipeline(database)
+    pipeline.ingest_events([track("view", "0s", anon="anon-1"), track("view", "1m", user="u1"), track("view", "2m", anon="anon-2")])
+    persons = sorted(row[0] for row in database.query("SELECT person_id FROM persons").rows)
+    cohort = catalog.save_cohort(database, "all", [*persons, persons[0]], "test")
+    assert cohort.size == 3
+    assert catalog.cohort_members(database, "all") == persons
+    catalog.save_cohort(database, "all", persons[:1], "again", replace=True)
+    assert catalog.cohort_members(database, "all") == persons[:1]
+    [[anonymous]] = database.query("SELECT person_id FROM identities WHERE value = 'anon-1'").rows
+    catalog.save_cohort(database, "anon", [anonymous], "test")
+    pipeline.ingest_events([track("identify", "3m", anon="anon-1", user="u1")])
+    [[user]] = database.query("SELECT person_id FROM identities WHERE value = 'u1'").rows
+    assert catalog.cohort_members(database, "anon") == [user]
+    catalog.delete_cohort(database, "all")
+    assert [item.id for item in catalog.cohorts()] == ["anon"]
+    assert database.query("SELECT count(*) FROM cohort_members WHERE cohort_id = 'all'").rows[0][0] == 0
