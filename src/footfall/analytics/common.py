@@ -156,7 +156,8 @@ def events_where(
     if until is not None:
         clauses.append(f"timestamp <= {dialect.timestamp(until)}")
     if events is not None:
-        clauses.append(f"event IN ({', '.join(dialect.quote(name) for name in sorted(set(events)))})")
+        names = ", ".join(dialect.quote(name) for name in sorted(set(events)))
+        clauses.append(dialect.render("one_of", x="event", values=names))
     clauses.extend(condition.sql(dialect) for condition in filters if not condition.is_person_filter)
     person_filters = [condition.sql(dialect) for condition in filters if condition.is_person_filter]
     if person_filters:

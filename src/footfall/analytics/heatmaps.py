@@ -253,7 +253,9 @@ def _number(dialect: Dialect, key: str) -> str:
     return dialect.render("json_number_or_null", doc="properties", path=dialect.json_path((key,)))
 
 
-def _scan(spec: HeatmapSpec, dialect: Dialect, project_id: str, *, clicks_only: bool = False) -> list[tuple[str, str]]:
+def _scan(
+    spec: HeatmapSpec, dialect: Dialect, project_id: str, *, clicks_only: bool = False, shown: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
     """CTEs ``pages`` (the pages shown), ``scanned`` (their events that matter)
     and ``located`` (clicks, and rage_click events when tracked, with
     coordinates: column and row, NULL when not placeable).
@@ -263,7 +265,9 @@ def _scan(spec: HeatmapSpec, dialect: Dialect, project_id: str, *, clicks_only: 
     they need, so ids, times and JSON properties are read for those pages
     only, and each query reads ``scanned`` once (a CTE read twice is
     materialised, with every column, on DuckDB). With ``clicks_only``,
-    ``scanned`` keeps only what ``located`` takes."""
+    ``scanned`` keeps only what ``located`` takes. With ``shown``, the pages
+    ranked already (``run`` ranks them once for its three queries), there is
+    no ``pages`` CTE."""
     bounds = spec.range_utc()
     names = [CLICK, PAGE_VIEW, SCROLL if spec.scroll_source == "scroll" else PAGE_LEAVE]
     if spec.rage_clicks == "tracked":
@@ -298,9 +302,10 @@ def _scan(spec: HeatmapSpec, dialect: Dialect, project_id: str, *, clicks_only: 
     ]
     if spec.y_scale == "page":
         columns.append(f"CASE WHEN event IN ({kinds}) THEN {_number(dialect, 'page_height')} END AS page_height")
+    listed = "SELECT page FROM pages" if shown is None else ", ".join(dialect.quote(item) for item in shown)
     scanned = (
         "SELECT " + ",\n  ".join(columns)
-        + f"\nFROM events\nWHERE {where(clicks if clicks_only else names)}\n  AND {page} IN (SELECT page FROM pages)"
+        + f"\nFROM events\nWHERE {where(clicks if clicks_only else names)}\n  AND {page} IN ({listed})"
     )
     placeable, column, row = _cell_sql(spec)
     located = (
@@ -308,7 +313,8 @@ def _scan(spec: HeatmapSpec, dialect: Dialect, project_id: str, *, clicks_only: 
         f"  CASE WHEN {placeable} THEN {column} END AS col,\n  CASE WHEN {placeable} THEN {row} END AS row_index\n"
         f"FROM scanned\nWHERE event IN ({kinds}) AND x IS NOT NULL AND y IS NOT NULL"
     )
-    return [("pages", pages), ("scanned", scanned), ("located", located)]
+    ctes = [("pages", pages)] if shown is None else []
+    return [*ctes, ("scanned", scanned), ("located", located)]
 
 
 def _cell_sql(spec: HeatmapSpec) -> tuple[str, str, str]:
@@ -335,7 +341,15 @@ def _with(ctes: list[tuple[str, str]], body: str, dialect: Dialect, *, materiali
     return f"WITH {parts}\n{body}{dialect.query_suffix}"
 
 
-def compile_pages(spec: HeatmapSpec, dialect: str, *, project_id: str = "default") -> str:
+def compile_ranking(spec: HeatmapSpec, dialect: str, *, project_id: str = "default") -> str:
+    """The pages shown (page, clicks, page views), the most clicked first."""
+    chosen = dialect_named(dialect)
+    return _scan(spec, chosen, project_id)[0][1] + chosen.query_suffix
+
+
+def compile_pages(
+    spec: HeatmapSpec, dialect: str, *, project_id: str = "default", shown: Sequence[str] | None = None
+) -> str:
     """Per page shown: clicks, page views, clicks placed in the grid and below
     it, the page views scroll depths are shares of, and those reaching each milestone."""
     chosen = dialect_named(dialect)
@@ -356,7 +370,7 @@ def compile_pages(spec: HeatmapSpec, dialect: str, *, project_id: str = "default
     # once per event however many counts below look at it.
     placeable, _, row = _cell_sql(spec)
     placed = f"{click} AND x IS NOT NULL AND y IS NOT NULL AND {placeable}"
-    ctes = _scan(spec, chosen, project_id)[:2]
+    ctes = [cte for cte in _scan(spec, chosen, project_id, shown=shown) if cte[0] != "located"]
     ctes.append(
         (
             "tallied",
@@ -374,20 +388,24 @@ def compile_pages(spec: HeatmapSpec, dialect: str, *, project_id: str = "default
     return _with(ctes, body, chosen)
 
 
-def compile_cells(spec: HeatmapSpec, dialect: str, *, project_id: str = "default") -> str:
+def compile_cells(
+    spec: HeatmapSpec, dialect: str, *, project_id: str = "default", shown: Sequence[str] | None = None
+) -> str:
     """Clicks per cell of the grid: page, column, row, clicks."""
     chosen = dialect_named(dialect)
     body = (
         f"SELECT page, col, row_index, count(*) FROM located\nWHERE event = {chosen.quote(CLICK)} AND {_in_grid(spec)}\n"
         "GROUP BY page, col, row_index"
     )
-    return _with(_scan(spec, chosen, project_id, clicks_only=True), body, chosen)
+    return _with(_scan(spec, chosen, project_id, clicks_only=True, shown=shown), body, chosen)
 
 
-def compile_rage(spec: HeatmapSpec, dialect: str, *, project_id: str = "default") -> str:
+def compile_rage(
+    spec: HeatmapSpec, dialect: str, *, project_id: str = "default", shown: Sequence[str] | None = None
+) -> str:
     """Rage clicks per cell of the grid: page, column, row, rage clicks, sessions."""
     chosen = dialect_named(dialect)
-    ctes = _scan(spec, chosen, project_id, clicks_only=True)
+    ctes = _scan(spec, chosen, project_id, clicks_only=True, shown=shown)
     if spec.rage_clicks == "tracked":
         ctes.append(("rage", f"SELECT * FROM located WHERE event = {chosen.quote(RAGE_CLICK)}"))
     else:
@@ -445,20 +463,26 @@ def compile(spec: HeatmapSpec, dialect: str, *, project_id: str = "default") -> 
 
 
 def run(database: Database, spec: HeatmapSpec) -> HeatmapResult:
+    """The pages are ranked once, then each of the three queries reads only theirs."""
     dialect, project = database.backend.dialect, database.project_id
+    shown = [str(row[0]) for row in database.query(compile_ranking(spec, dialect, project_id=project)).rows]
+    if not shown:
+        return assemble(spec, [], {}, {})
     pages = [
         PageCounts(str(page), int(clicks), int(views), int(placed), int(below), int(scroll_views), tuple(int(n) for n in reached))
         for page, clicks, views, placed, below, scroll_views, *reached in database.query(
-            compile_pages(spec, dialect, project_id=project)
+            compile_pages(spec, dialect, project_id=project, shown=shown)
         ).rows
     ]
     cells = {
         (str(page), int(column), int(row)): int(count)
-        for page, column, row, count in database.query(compile_cells(spec, dialect, project_id=project)).rows
+        for page, column, row, count in database.query(compile_cells(spec, dialect, project_id=project, shown=shown)).rows
     }
     rage = {
         (str(page), int(column), int(row)): (int(count), int(sessions))
-        for page, column, row, count, sessions in database.query(compile_rage(spec, dialect, project_id=project)).rows
+        for page, column, row, count, sessions in database.query(
+            compile_rage(spec, dialect, project_id=project, shown=shown)
+        ).rows
     }
     return assemble(spec, pages, cells, rage)
 
