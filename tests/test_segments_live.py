@@ -254,3 +254,33 @@ def test_a_damaged_catalog_never_fails_the_pipeline(tmp_path: Path) -> None:
     assert live_members(live) == sql_members(database, catalog, clock.moment)
     live.close()
     database.close()
+
+
+def test_membership_changes_are_not_activity_in_analyses(database: Database, tmp_path: Path) -> None:
+    """KPIs and trends over every event read the same before and after the
+    server records a wave of time-based exits inside their range."""
+    from footfall.analytics import kpis, trends
+    from footfall.analytics.common import DateRange
+    from footfall.analytics.kpis import KpiSpec
+    from footfall.analytics.trends import TrendSpec
+
+    catalog = SegmentCatalog(tmp_path)
+    catalog.save_all(ready_made())
+    traffic = batches()
+    end = max(max(table["timestamp"].to_pylist()) for table in traffic)
+    clock = Clock(end)
+    live = LiveSegments(database, catalog, state_path=tmp_path / "segments.sqlite3", clock=clock)
+    pipeline = Pipeline(database, segments=live)
+    for table in traffic:
+        pipeline.ingest(table)
+    period = DateRange(end - timedelta(days=30), end + timedelta(days=30))
+    measures = [
+        lambda: kpis.run(database, KpiSpec(date_range=period, conversion_event="purchase")),
+        lambda: trends.run(database, TrendSpec(date_range=period, measure="persons")),
+        lambda: trends.run(database, TrendSpec(date_range=period)),
+    ]
+    before = [measure() for measure in measures]
+    clock.moment = end + timedelta(days=20)
+    assert [change for change in live.tick() if change.kind == "segment_exited"]
+    assert [measure() for measure in measures] == before
+    live.close()

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from footfall.analytics.conditions import FieldRef, Filter, Operand, parse_field
 from footfall.analytics.dialects import Dialect, dialect_named
 from footfall.analytics.errors import SpecError
+from footfall.events.record import SYSTEM_EVENTS
 from footfall.store.database import Database
 from footfall.store.dialects import final_table
 
@@ -149,7 +150,12 @@ def events_where(
     events: Sequence[str] | None = None,
 ) -> str:
     """The WHERE clause of a scan of ``events``: project, time bounds (inclusive),
-    the spec's event filters, and its person filters (against ``persons.traits``)."""
+    the spec's event filters, and its person filters (against ``persons.traits``).
+
+    A scan of every event (``events`` None) leaves out the membership changes
+    the server records (``SYSTEM_EVENTS``): they are not something the person
+    did, so they must not make anyone active or open a session. Named, they
+    are read like any event (a funnel may start at ``segment_entered``)."""
     clauses = [f"project_id = {dialect.quote(project_id)}"]
     if since is not None:
         clauses.append(f"timestamp >= {dialect.timestamp(since)}")
@@ -158,6 +164,9 @@ def events_where(
     if events is not None:
         names = ", ".join(dialect.quote(name) for name in sorted(set(events)))
         clauses.append(dialect.render("one_of", x="event", values=names))
+    else:
+        system = ", ".join(dialect.quote(name) for name in SYSTEM_EVENTS)
+        clauses.append(f"NOT ({dialect.render('one_of', x='event', values=system)})")
     clauses.extend(condition.sql(dialect) for condition in filters if not condition.is_person_filter)
     person_filters = [condition.sql(dialect) for condition in filters if condition.is_person_filter]
     if person_filters:
