@@ -132,6 +132,14 @@ def test_a_restart_resumes_without_repeating_changes_and_follows_new_definitions
     assert {change.segment_id for change in changes} == {"buyers"}
     assert live_members(second) == sql_members(database, catalog, clock.moment)
     assert changes_in_store(database) == live_members(second)
+
+    # Deleted, its members leave it: the stored changes stay balanced.
+    buyers = live_members(second)["buyers"]
+    catalog.delete("buyers")
+    changes = second.tick()
+    assert {(change.kind, change.segment_id) for change in changes} == {("segment_exited", "buyers")}
+    assert {change.person_id for change in changes} == buyers
+    assert "buyers" not in changes_in_store(database)
     second.close()
     database.close()
 

@@ -164,7 +164,10 @@ def test_a_changed_definition_is_evaluated_again_and_a_removed_one_forgotten(dat
     wider = segment("recent", {"last_seen": {"within": "7d"}})
     restarted = SegmentEngine([wider, carts], state=StateFile(path))
     changes = restarted.restore(database)
-    assert [(change.kind, change.segment_id, change.reason) for change in changes] == [("segment_entered", "recent", "definition")]
+    assert [(change.kind, change.segment_id, change.reason) for change in changes] == [
+        ("segment_exited", "gone", "definition"), ("segment_exited", "gone", "definition"),
+        ("segment_entered", "recent", "definition"),
+    ]
     assert len(restarted.members("recent")) == 2
     assert restarted.member_since("carts", next(iter(restarted.members("carts")))) == since
     saved = StateFile(path).load()

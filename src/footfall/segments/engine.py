@@ -505,7 +505,15 @@ class SegmentEngine:
                 continue
             for person, when in saved.due.get(segment_id, {}).items():
                 self.queue.set(segment, person, when)
-        changes = self._drop_vanished("reconcile", clock)
+        # A deleted segment's members leave it, so the store's change events
+        # end balanced.
+        changes = [
+            MembershipChange("segment_exited", segment_id, person, clock, "definition")
+            for segment_id, group in saved.members.items()
+            if segment_id not in self.plan.index
+            for person in sorted(group)
+        ]
+        changes += self._drop_vanished("reconcile", clock)
         self._sync_member_bits()
         if saved.watermark_ms is not None:
             for person in persons_received_since(database, saved.watermark_ms - RECONCILE_SLACK_MS):
