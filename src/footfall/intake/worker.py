@@ -220,9 +220,14 @@ class IntakeWorker:
             return 0
         try:
             self._store(records)
-        except Exception:
+        except Exception as exc:
             if len(records) == 1:
                 raise
+            # Counted even when the records then go in one at a time.
+            self.stats.failures += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("intake worker: storing %d records together failed (%s); storing them one by one",
+                        len(records), self.stats.last_error, exc_info=exc)
             # Find the record the store refuses, checkpointing those before
             # it; a store that is down refuses them all, and the caller
             # retries later.
