@@ -350,6 +350,17 @@ def test_profiles_over_http_come_from_redis(tmp_path: Path, redis_url: str) -> N
                 f"{live.url}/v1/profiles/nobody", headers={"Authorization": f"Bearer {live.secret_key}"}), timeout=10)
         missing.value.close()
         assert missing.value.code == 404
+        # By person id the front reads Redis itself; by user id the store resolves it first.
+        by_user = urllib.request.Request(
+            f"{live.url}/v1/profiles/member-1?kind=user", headers={"Authorization": f"Bearer {live.secret_key}"}
+        )
+        with urllib.request.urlopen(by_user, timeout=10) as response:
+            assert json.loads(response.read())["person_id"] == person
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(
+                f"{live.url}/v1/profiles/{person}", headers={"Authorization": f"Bearer {live.write_key}"}), timeout=10)
+        refused.value.close()
+        assert refused.value.code == 401
     # What the server wrote, any reader with the project's settings reads.
     stored = RedisProfileReader(parse_config(f'[profiles]\nredis_url = "{redis_url}"\n')).view(person)
     assert stored is not None
