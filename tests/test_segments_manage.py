@@ -232,6 +232,16 @@ def test_the_api_manages_segments_and_cohorts(data_dir: Path) -> None:
             assert api(client, "POST", "/v1/segments", secret, definition)[0] == 400
             assert api(client, "POST", "/v1/segments?replace=true", secret, definition)[0] == 200
 
+            # With the worker's engine running, overlaps come from its live memberships.
+            viewers = {"id": "viewers", "condition": {"performed": {"event": "view_product", "in_last": "30d"}}}
+            assert api(client, "POST", "/v1/segments", secret, viewers)[0] == 200
+            service.worker.tick()
+            assert service.segments.members("buyers") == set(members_of(service, definition))
+            status, answer = api(client, "GET", "/v1/segments/overlap", secret)
+            both = set(members_of(service, definition)) & set(members_of(service, viewers))
+            assert answer["overlaps"][0]["both"] == len(both) > 0
+            assert api(client, "DELETE", "/v1/segments/viewers", secret)[0] == 200
+
             status, answer = api(client, "GET", "/v1/segments/buyers/members?limit=0", secret)
             assert (status, answer["members"]) == (200, members_of(service, definition))
             status, answer = api(client, "GET", "/v1/segments/buyers/members?limit=2", secret)

@@ -157,7 +157,7 @@ def create_app(
         if service.collector is not None:
             routes += service.collector.routes() + browser.tracker_routes()
         routes += _service_routes(service, authorised, unauthorised)
-        routes += segment_routes(service.database, service.catalog, authorised, unauthorised)
+        routes += segment_routes(service.database, service.catalog, authorised, unauthorised, service.segments.members)
     if demo_site is not None:
 
         async def read(query: str) -> QueryResult:

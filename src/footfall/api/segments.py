@@ -28,8 +28,14 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def segment_routes(
-    database: Database, catalog: SegmentCatalog, authorised: Callable[[Request], bool], unauthorised: Callable[[], Response]
+    database: Database,
+    catalog: SegmentCatalog,
+    authorised: Callable[[Request], bool],
+    unauthorised: Callable[[], Response],
+    live: manage.Live | None = None,
 ) -> list[Route]:
+    """``live`` gives the members the server keeps now of a saved segment:
+    overlaps are taken from them rather than one query per segment."""
     def guarded(work: Callable[[Request, Any], Any], *, body: bool = False) -> Handler:
         """Check the key, decode a JSON body, run ``work`` off the event loop,
         and turn Footfall's errors into 400/404 answers naming the field."""
@@ -81,17 +87,18 @@ def segment_routes(
 
     def create_segment(request: Request, document: Any) -> Any:
         definition = parse_definition(document)
-        preview = manage.preview(database, catalog, definition)
+        preview = manage.preview(database, catalog, definition, live=live)
         catalog.save(definition, replace=flag(request, "replace"))
         return {"segment": saved_json(definition.id), "preview": preview.to_json()}
 
     def preview_segment(request: Request, document: Any) -> Any:
-        return {"preview": manage.preview(database, catalog, parse_definition(document)).to_json()}
+        return {"preview": manage.preview(database, catalog, parse_definition(document), live=live).to_json()}
 
     def show_segment(request: Request, _: Any) -> Any:
         segment_id = request.path_params["segment"]
         definition = catalog.get(segment_id).definition()
-        return {"segment": saved_json(segment_id), "preview": manage.preview(database, catalog, definition).to_json()}
+        preview = manage.preview(database, catalog, definition, live=live)
+        return {"segment": saved_json(segment_id), "preview": preview.to_json()}
 
     def segment_members(request: Request, _: Any) -> Any:
         segment_id = request.path_params["segment"]
@@ -104,7 +111,7 @@ def segment_routes(
         return {"deleted": request.path_params["segment"]}
 
     def overlap(request: Request, _: Any) -> Any:
-        sizes, pairs = manage.overlap_table(database, catalog)
+        sizes, pairs = manage.overlap_table(database, catalog, live=live)
         return {
             "sizes": sizes,
             "overlaps": [

@@ -182,20 +182,22 @@ class SegmentCatalog:
             current = self.file.read(fresh=True)
             if any(item.id == cohort_id for item in current.cohorts) and not replace:
                 raise CatalogError(f"cohort {cohort_id!r} exists already; pass --replace to overwrite it", "id")
-            # Members first: a cohort listed in the file always has its rows.
-            _delete_members(database, cohort_id)
-            database.insert(
-                COHORT_MEMBERS.name,
-                pa.table(
-                    {
-                        "project_id": [database.project_id] * len(members),
-                        "cohort_id": [cohort_id] * len(members),
-                        "person_id": members,
-                        "added_at": pa.array([now] * len(members), COHORT_MEMBERS.schema.field("added_at").type),
-                    },
-                    schema=COHORT_MEMBERS.schema,
-                ),
-            )
+            # Members first, replaced in one transaction: a cohort listed in
+            # the file always has its rows.
+            with database.writer():
+                _delete_members(database, cohort_id)
+                database.insert(
+                    COHORT_MEMBERS.name,
+                    pa.table(
+                        {
+                            "project_id": [database.project_id] * len(members),
+                            "cohort_id": [cohort_id] * len(members),
+                            "person_id": members,
+                            "added_at": pa.array([now] * len(members), COHORT_MEMBERS.schema.field("added_at").type),
+                        },
+                        schema=COHORT_MEMBERS.schema,
+                    ),
+                )
             self.file.update(
                 lambda current: _CatalogFile(
                     current.segments, [item for item in current.cohorts if item.id != cohort_id] + [cohort]

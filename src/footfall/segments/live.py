@@ -142,6 +142,14 @@ class LiveSegments:
         self.last_error = f"{type(exc).__name__}: {exc}"
         log.error("segments: %s; restarting the engine from the store with the next batch", self.last_error, exc_info=exc)
 
+    def members(self, segment_id: str) -> set[str] | None:
+        """The members of a segment the engine keeps now (None if it keeps none by that id)."""
+        with self.lock:
+            engine = self.engine
+            if engine is None or segment_id not in engine.plan.index:
+                return None
+            return engine.members(segment_id)
+
     def close(self) -> None:
         with self.lock:
             if self._state is not None:

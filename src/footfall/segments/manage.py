@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +27,8 @@ from footfall.store.database import Database
 from footfall.store.schema import IDENTITIES
 
 SAMPLE_SIZE = 10
+# The members the server keeps now of a saved segment, if it keeps it.
+Live = Callable[[str], "set[str] | None"]
 MAX_CSV_ROWS = 1_000_000
 
 
@@ -86,9 +88,13 @@ def preview(
     now: datetime | None = None,
     sample: int = SAMPLE_SIZE,
     alongside: Sequence[SegmentDefinition] = (),
+    live: Live | None = None,
 ) -> Preview:
     """How big a segment is (saved or not), a sample of it, warnings, and its
-    overlap with every saved segment (and those ``alongside``, being saved with it)."""
+    overlap with every saved segment (and those ``alongside``, being saved with it).
+
+    ``live`` gives the members the server keeps now of a saved segment (None
+    if none): overlaps are taken from memory instead of one query per segment."""
     moment = now or datetime.now(UTC)
     segments = with_saved(catalog, [definition, *(item for item in alongside if item.id != definition.id)])
     members = run_members(database, definition.condition, moment, segments=segments)
@@ -106,7 +112,8 @@ def preview(
     for other in segments:
         if other.id == definition.id or not mine:
             continue
-        theirs = set(run_members(database, other.condition, moment, segments=segments))
+        kept = live(other.id) if live is not None and other.id not in {item.id for item in alongside} else None
+        theirs = kept if kept is not None else set(run_members(database, other.condition, moment, segments=segments))
         both = len(mine & theirs)
         if both:
             overlaps.append(Overlap(definition.id, other.id, both, both / len(mine)))
@@ -117,15 +124,18 @@ def preview(
 
 
 def overlap_table(
-    database: Database, catalog: SegmentCatalog, *, now: datetime | None = None
+    database: Database, catalog: SegmentCatalog, *, now: datetime | None = None, live: Live | None = None
 ) -> tuple[dict[str, int], list[Overlap]]:
-    """Every saved segment's size, and each pair that shares persons."""
+    """Every saved segment's size, and each pair that shares persons (from
+    ``live`` memberships where it has them, else by SQL)."""
     moment = now or datetime.now(UTC)
     segments = catalog.definitions()
-    members = {
-        definition.id: set(run_members(database, definition.condition, moment, segments=segments))
-        for definition in segments
-    }
+    members = {}
+    for definition in segments:
+        kept = live(definition.id) if live is not None else None
+        members[definition.id] = (
+            kept if kept is not None else set(run_members(database, definition.condition, moment, segments=segments))
+        )
     sizes = {segment: len(group) for segment, group in members.items()}
     pairs = []
     ids = list(members)
