@@ -322,6 +322,33 @@ def test_strict_funnels_restart_at_every_first_step(database: Database) -> None:
     assert counts(result) == [2, 2]
 
 
+def test_strict_funnels_see_every_event_in_between(database: Database) -> None:
+    # DuckDB lists the funnel's events only and looks up the others between
+    # neighbours; these are the edges of that lookup
+    ingest(
+        database,
+        """
+        ann: view@0s, help@0s, cart@1m{"plan": "pro"}
+        bob: view@0s, cart@1m{"plan": "pro"}, help@1m
+        cyd: view@0s, cart@1m{"plan": "free"}, cart@2m{"plan": "pro"}
+        dan: view@0s, cart@30m{"plan": "pro"}
+        eve: view@0s, help@30s, view@1m, cart@2m{"plan": "pro"}, buy@3m
+        fay: view@0s, cart@1m{"plan": "pro"}, help@1m30s, buy@2m
+        """,
+    )
+    # ann: help shares the view's millisecond, and comes after it; bob: help
+    # comes after the cart; cyd: a cart that fails the step's filter is an
+    # event in between; dan: the cart is out of the window; eve: a clean
+    # second attempt; fay: help between the second and third steps
+    spec = FunnelSpec(
+        steps=(FunnelStep("view"), FunnelStep("cart", (Filter("properties.plan", "eq", "pro"),)), FunnelStep("buy")),
+        conversion_window=timedelta(minutes=10),
+        mode="strict",
+    )
+    assert counts(checked(database, spec)) == [6, 3, 1]
+    assert users(database, persons(database, spec, step=2)) == ["eve"]
+
+
 def test_the_best_attempt_counts_and_gives_the_time(database: Database) -> None:
     ingest(
         database,

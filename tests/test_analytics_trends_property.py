@@ -472,6 +472,20 @@ def test_hours_in_a_zone_a_quarter_hour_off(database: Database) -> None:
     assert [(p.bucket[11:], p.new, p.returning, p.resurrecting, p.dormant) for p in cycle] == [("04:00", 0, 1, 0, -1)]
 
 
+def test_lifecycle_in_a_zone_of_one_fixed_offset(database: Database) -> None:
+    # Etc/GMT-5 is UTC+5 all year: lifecycle shifts times by arithmetic there
+    # instead of converting each event. ann's visits are on 1 and 2 March in
+    # UTC, 2 and 3 March in the zone; bob's first event (not a visit) is late
+    # on 2 March in the zone, his visit early on 3 March: he resurrects.
+    ingest(database, [message("track", datetime(2024, 3, 1, 20, 0, tzinfo=UTC), anon="ann", event="visit", number=0),
+                      message("track", datetime(2024, 3, 2, 20, 0, tzinfo=UTC), anon="ann", event="visit", number=1),
+                      message("track", datetime(2024, 3, 2, 18, 30, tzinfo=UTC), anon="bob", event="page", number=2),
+                      message("track", datetime(2024, 3, 2, 19, 30, tzinfo=UTC), anon="bob", event="visit", number=3)])
+    spec = TrendSpec(DateRange.parse("2024-03-02", "2024-03-04"), event="visit", time_zone="Etc/GMT-5")
+    cycle = [(p.bucket, p.new, p.returning, p.resurrecting, p.dormant) for p in checked_lifecycle(database, spec)]
+    assert cycle == [("2024-03-02 00:00", 1, 0, 0, 0), ("2024-03-03 00:00", 0, 1, 1, 0)]
+
+
 def test_weeks_and_months_at_the_edges(database: Database) -> None:
     # Sunday 31 March 23:30 in New York is Monday 1 April 03:30 UTC: a new week and month in UTC only
     ingest(database, [message("track", datetime(2024, 4, 1, 3, 30, tzinfo=UTC), anon="ann", event="visit", number=0)])

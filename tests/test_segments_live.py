@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from starlette.testclient import TestClient
 
 from footfall.api.app import create_app
@@ -292,3 +293,31 @@ def test_membership_changes_are_not_activity_in_analyses(database: Database, tmp
     assert [change for change in live.tick() if change.kind == "segment_exited"]
     assert [measure() for measure in measures] == before
     live.close()
+
+
+@pytest.mark.parametrize("mode", ["ordered", "strict"])
+def test_a_funnel_can_start_at_a_segment_entry(tmp_path: Path, mode: str) -> None:
+    """Named, the membership changes read like any event; unnamed, they never
+    interrupt a strict funnel."""
+    from footfall.analytics import funnels
+    from footfall.analytics.funnels import FunnelSpec, FunnelStep
+
+    database = Database(DuckDBBackend(tmp_path / "store.duckdb"))
+    database.migrate()
+    catalog = SegmentCatalog(tmp_path)
+    catalog.save(parse_definition({"id": "viewers", "condition": {"performed": {"event": "view_product", "in_last": "30d"}}}))
+    from .timeline import T0, track
+
+    clock = Clock(T0 + timedelta(minutes=1))
+    pipeline = Pipeline(database, segments=LiveSegments(database, catalog, clock=clock))
+    pipeline.ingest_events([track("view_product", "0s", anon="a1")])  # enters "viewers" at 1 min
+    clock.moment = T0 + timedelta(minutes=3)
+    pipeline.ingest_events([track("add_to_cart", "2m", anon="a1")])
+    [[entered]] = database.query("SELECT count(*) FROM events WHERE event = 'segment_entered'").rows
+    assert entered == 1
+    spec = FunnelSpec(steps=(FunnelStep("segment_entered"), FunnelStep("add_to_cart")), mode=mode)
+    started = funnels.run(database, spec, known_events_only=False).overall.steps[0].count
+    assert started == 1
+    plain = FunnelSpec(steps=(FunnelStep("view_product"), FunnelStep("add_to_cart")), mode=mode)
+    assert [step.count for step in funnels.run(database, plain, known_events_only=False).overall.steps] == [1, 1]
+    database.close()

@@ -148,6 +148,7 @@ def events_where(
     until: datetime | None = None,
     filters: Sequence[Filter] = (),
     events: Sequence[str] | None = None,
+    named: Sequence[str] = (),
 ) -> str:
     """The WHERE clause of a scan of ``events``: project, time bounds (inclusive),
     the spec's event filters, and its person filters (against ``persons.traits``).
@@ -155,7 +156,8 @@ def events_where(
     A scan of every event (``events`` None) leaves out the membership changes
     the server records (``SYSTEM_EVENTS``): they are not something the person
     did, so they must not make anyone active or open a session. Named, they
-    are read like any event (a funnel may start at ``segment_entered``)."""
+    are read like any event (a funnel may start at ``segment_entered``):
+    ``named`` lists the events a caller that selects its own events will ask for."""
     clauses = [f"project_id = {dialect.quote(project_id)}"]
     if since is not None:
         clauses.append(f"timestamp >= {dialect.timestamp(since)}")
@@ -165,8 +167,10 @@ def events_where(
         names = ", ".join(dialect.quote(name) for name in sorted(set(events)))
         clauses.append(dialect.render("one_of", x="event", values=names))
     else:
-        system = ", ".join(dialect.quote(name) for name in SYSTEM_EVENTS)
-        clauses.append(f"NOT ({dialect.render('one_of', x='event', values=system)})")
+        left_out = [name for name in SYSTEM_EVENTS if name not in named]
+        if left_out:
+            system = ", ".join(dialect.quote(name) for name in left_out)
+            clauses.append(f"NOT ({dialect.render('one_of', x='event', values=system)})")
     clauses.extend(condition.sql(dialect) for condition in filters if not condition.is_person_filter)
     person_filters = [condition.sql(dialect) for condition in filters if condition.is_person_filter]
     if person_filters:

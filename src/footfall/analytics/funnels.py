@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple, get_args
@@ -384,6 +384,10 @@ _LISTS: Mapping[str, Mapping[str, str]] = {
         "filter": "list_filter({list}, lambda {var}: {body})",
         "first": "list_filter({list}, lambda {var}: {body})[1]",
         "exists_pair": "coalesce(list_bool_or(list_transform(range(1, len({list})), lambda {var}: {body})), false)",
+        "pairs": "range(1, len({list}))",
+        "unnest": "unnest({list})",
+        # A person without interruptions has no row to join: NULL, not [].
+        "has": "coalesce(list_contains({list}, {x}), false)",
         "position_of": "list_position({list}, {x})",
         "where": "list_where({list}, {mask})",
         "pick": "list_select({list}, {indexes})",
@@ -397,12 +401,19 @@ _LISTS: Mapping[str, Mapping[str, str]] = {
         "div": "{x} // {y}",
         "shift": "({x} >> {bits})",
         "low_bits": "({x} & {mask})",
+        "from_ms": "make_timestamptz({x} * 1000)",
+        # Other events meet the gaps of their person (_interruptions); each
+        # pair is then checked. An ASOF join would sort every event first.
+        "gap_join": "JOIN {gaps} AS s ON e.person_id = s.person_id",
         # A constant IN list is checked after the scan has read every column;
         # a join against the list is pushed into the scan, which then reads
         # the other columns of the matching rows only.
         "named": "event = ANY([{names}])",
         # How ties within a millisecond are settled by event id (_counted_attempts).
         "ties": "second walk",
+        # How a strict funnel learns of the other events between its steps
+        # (_walk): listing every event costs several times the whole walk.
+        "strict": "gaps",
     },
     "clickhouse": {
         "collect": "groupArray({x})",
@@ -429,6 +440,9 @@ _LISTS: Mapping[str, Mapping[str, str]] = {
         "low_bits": "bitAnd({x}, {mask})",
         "named": "event IN ({names})",
         "ties": "sort by id",
+        # Its lists are cheap, its joins less so: on 10M events, listing every
+        # event took less CPU than the gaps did, even with an ASOF join.
+        "strict": "every event",
     },
 }
 
@@ -548,8 +562,10 @@ def _counted_attempts(spec: FunnelSpec, dialect: Dialect, project_id: str) -> _P
         f"SELECT {columns} FROM tied_walked WHERE reached IS NOT NULL"
     )
     # Each person's outcome is read twice: for the persons without ties, and
-    # to find those with some.
-    return _Plan([*fast, *tied, ("best", union)], materialized=frozenset({"walked"}))
+    # to find those with some. A strict funnel's sorted lists feed both its
+    # walk and the search for interruptions, which both walks read.
+    shared = {"walked", "sorted", "interrupted"} if spec.mode == "strict" else {"walked"}
+    return _Plan([*fast, *tied, ("best", union)], materialized=frozenset(shared))
 
 
 def _walk(
@@ -570,7 +586,14 @@ def _walk(
     Attempts are followed through *items* that stand for events: their sort
     keys, which are unique when there are no ties (compared directly, they
     spare looking anything up), or else their positions in the sorted list;
-    strict funnels, which step to the very next position, use positions."""
+    strict funnels, which step to the very next position, use positions.
+
+    The lists hold the funnel's events only. A strict funnel also needs to
+    know whether any other event comes between a step and the next one
+    listed: listing every event of every person for that costs DuckDB
+    several times the rest of the walk, so it asks only about the pairs
+    that could matter (``interrupted``, written by the first walk and read
+    by both); ClickHouse lists every event (``_LISTS``: "strict")."""
     lists = _Lists(dialect)
     n = len(spec.steps)
     general = not encoding.exclusive
@@ -583,16 +606,19 @@ def _walk(
         ctes.append((prefix + name, "SELECT " + ", ".join(columns) + f"\nFROM {source}"))
         return prefix + name
 
-    where = events_where(
+    names = sorted({s.event for s in spec.steps} | {x.event for x in spec.exclusions})
+    considered = events_where(
         dialect,
         project_id,
         since=bounds[0] if bounds else None,
         until=bounds[1] + spec.conversion_window if bounds else None,
         filters=spec.filters,
+        named=names,
     )
-    if spec.mode != "strict":  # strict funnels look at every event in between
-        names = sorted({s.event for s in spec.steps} | {x.event for x in spec.exclusions})
-        quoted = ", ".join(dialect.quote(name) for name in names)
+    quoted = ", ".join(dialect.quote(name) for name in names)
+    every_event = spec.mode == "strict" and lists("strict") == "every event"
+    where = considered
+    if not every_event:  # else the events between steps are listed too, as non-steps
         # The walk of tied persons keeps a plain IN, so that DuckDB does not
         # share (and so materialise) one scan between both walks.
         where += f"\n  AND {lists('named', names=quoted) if only is None else f'event IN ({quoted})'}"
@@ -623,6 +649,11 @@ def _walk(
         picked = [f"{lists('pick', list=column, indexes='perm')} AS {column}" for column in riders]
         ordered = add("sorted", graded, ["person_id", f"{lists('pick', list='sort_key', indexes='perm')} AS k", *picked])
     carried = ["person_id", "k", *riders]
+    if spec.mode == "strict" and not every_event:
+        if only is None:
+            _interruptions(spec, lists, encoding, add, ordered, f"{considered}\n  AND event NOT IN ({quoted})")
+        ordered = f"{ordered} LEFT JOIN interrupted USING (person_id)"
+        carried.append("cut")
     items = lists("positions", list="k") if positional else "k"
 
     def sort_key(item: str) -> str:
@@ -695,8 +726,11 @@ def _walk(
                 following = lists.first(f"e{flag}", "j", "j > p")
                 new = f"CASE WHEN {lists('length', list=f'e{flag}')} > 0 THEN {lists.map(f'a{k - 1}', 'p', following)} ELSE [] END AS a{k}"
             else:
-                # The very next event, if it is a step-k event.
-                following = f"CASE WHEN p < {lists('length', list='k')} AND {has(flag, 'p + 1')} THEN p + 1 END"
+                # The very next event, if it is a step-k event: the next one
+                # listed, unless another event came in between (in the same
+                # millisecond, other events sort after the funnel's).
+                clear = "" if every_event else f" AND ({time('p + 1')} = {time('p')} OR NOT {lists('has', list='cut', x='k[p]')})"
+                following = f"CASE WHEN p < {lists('length', list='k')} AND {has(flag, 'p + 1')}{clear} THEN p + 1 END"
                 new = f"{lists.map(f'a{k - 1}', 'p', following)} AS a{k}"
             chain = add(f"steps{k}", chain, [*carried, *(f"a{j}" for j in range(k)), new])
         steps = [f"a{k}" for k in range(1, n)]
@@ -727,7 +761,7 @@ def _walk(
         best = f"CASE WHEN {alone} AND {lists('length', list='a0')} > 0 THEN {_ATTEMPTS - 1} ELSE {best} END"
     elif spec.mode == "unordered":
         best = f"CASE WHEN NOT ({several}) AND {lists('length', list='a0')} > 0 THEN {_ATTEMPTS - 1} ELSE {best} END"
-    kept = [column for column in carried if column not in listed] + attempts
+    kept = [column for column in carried if column not in (*listed, "cut")] + attempts
     chain = add("scored", chain, [*kept, f"{best} AS score"])
     decoded = [f"{lists('div', x='score', y=str(_ATTEMPTS))} + 1 AS reached", f"{_ATTEMPTS} - score % {_ATTEMPTS} AS q"]
     chain = add("chosen", chain, [*kept, *decoded])
@@ -746,6 +780,50 @@ def _walk(
     tied = [] if with_ids else ["tied"]
     add("walked", chain, ["person_id", *tied, value, "reached", *times])
     return ctes
+
+
+def _interruptions(
+    spec: FunnelSpec, lists: _Lists, encoding: _Encoding, add: Callable[[str, str, Sequence[str]], str],
+    listed: str, others: str,
+) -> None:
+    """Adds the CTEs ending in ``interrupted``: person_id, cut, the list of
+    sort keys of the funnel events after which another event (``others``: a
+    WHERE clause over ``events``) comes before the next listed one.
+
+    Only *gaps* could matter: two neighbours in a sorted list (``listed``)
+    that a strict attempt could step between (step classes, the later one in
+    a later millisecond, within the window). Joining the other events to the
+    gaps of their person, then checking the times, finds the interrupted ones.
+    The keys of a list are the same whatever the order of its ties, so the
+    walk of tied persons reads the same answer."""
+    n = len(spec.steps)
+
+    def low(x: str) -> str:
+        return lists("low_bits", x=x, mask=str(encoding.mask))
+
+    def time(x: str) -> str:
+        return lists("shift", x=x, bits=str(encoding.bits))
+
+    if encoding.exclusive:
+        pairs = sorted(set(zip(encoding.step_flags, encoding.step_flags[1:], strict=False)))
+        steps = " OR ".join(f"({low('k[i]')} = {a} AND {low('k[i + 1]')} = {b})" for a, b in pairs)
+    else:  # the class is the first step matched; a superset of the pairs is enough
+        steps = f"{low('k[i]')} < {n} AND {low('k[i + 1]')} < {n}"
+    gap = f"({steps}) AND {time('k[i]')} < {time('k[i + 1]')} AND {time('k[i + 1]')} <= {time('k[i]')} + {spec.window_ms}"
+    gaps = add("gaps", listed, ["person_id", "k", f"{lists('unnest', list=lists.filter(lists('pairs', list='k'), 'i', gap))} AS i"])
+    spans = add("spans", gaps, [
+        "person_id", "k[i] AS lo",
+        f"{lists('from_ms', x=time('k[i]'))} AS since", f"{lists('from_ms', x=time('k[i + 1]'))} AS until",
+    ])
+    # An event in the gap's first millisecond sorts after the step; one in
+    # the last, after the next.
+    within = (
+        f"(SELECT DISTINCT s.person_id AS person_id, s.lo AS lo\n"
+        f"  FROM (SELECT person_id, timestamp FROM events WHERE {others}) AS e\n"
+        f"  {lists('gap_join', gaps=spans)}\n"
+        f"  WHERE e.timestamp >= s.since AND e.timestamp < s.until) AS found\nGROUP BY person_id"
+    )
+    add("interrupted", within, ["person_id", f"{lists('collect', x='lo')} AS cut"])
 
 
 def _with(plan: _Plan, body: str, dialect: Dialect) -> str:

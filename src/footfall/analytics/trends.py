@@ -35,6 +35,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cache, partial
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo
 
@@ -64,10 +65,17 @@ _BUCKET = {
         "other": "strftime(date_trunc('{unit}', timezone({zone}, timestamp)), '%Y-%m-%d 00:00')",
         "day_number": "(CAST(timezone({zone}, timestamp) AS DATE) - DATE '1970-01-01')",
         "quantile": "quantile_cont({x}, {q})",
-        # The earliest local time of a person's events, and its bucket (see compile_lifecycle).
-        "earliest_local": "min(timezone({zone}, timestamp))",
-        "local_hour": "strftime(date_trunc('hour', {local}), '%Y-%m-%d %H:00')",
-        "local_other": "strftime(date_trunc('{unit}', {local}), '%Y-%m-%d 00:00')",
+        # Lifecycle (compile_lifecycle): a time in the zone, as a bucket's
+        # start takes it; as a clock reading that orders like the clocks; in
+        # a zone of one fixed offset, by arithmetic (timezone() on every
+        # event costs more than the rest of the query). Then a bucket's
+        # start, and its label, written once per distinct start.
+        "local": "timezone({zone}, {x})",
+        "clock": "timezone({zone}, {x})",
+        "local_fixed": "make_timestamp(epoch_us({x}) + CAST({offset} AS BIGINT) * 1000000)",
+        "start_other": "date_trunc('{unit}', {local})",
+        "label": "strftime({start}, '%Y-%m-%d %H:%M')",
+        "labels": "(VALUES {rows}) AS labels(position, bucket)",
     },
     "clickhouse": {
         # Not toStartOfHour: around Chatham's (UTC+12:45) changes of clocks it names the wrong hour.
@@ -77,13 +85,18 @@ _BUCKET = {
         "month": "formatDateTime(toStartOfMonth(toTimeZone(timestamp, {zone})), '%Y-%m-%d 00:00')",
         "day_number": "toInt64(toDate(toTimeZone(timestamp, {zone})))",
         "quantile": "quantileExactInclusive({q})({x})",
-        # Local times as UTC times with the same clock reading: their order is
-        # the clocks' (a DateTime in a zone compares as an instant).
-        "earliest_local": "min(addSeconds(toDateTime(timestamp, 'UTC'), timeZoneOffset(toTimeZone(timestamp, {zone}))))",
-        "local_hour": "formatDateTime({local}, '%Y-%m-%d %H:00')",
-        "local_day": "formatDateTime(toDate({local}), '%Y-%m-%d 00:00')",
-        "local_week": "formatDateTime(toMonday({local}), '%Y-%m-%d 00:00')",
-        "local_month": "formatDateTime(toStartOfMonth({local}), '%Y-%m-%d 00:00')",
+        # Lifecycle: a time in the zone; a clock reading as the UTC time of
+        # the same reading (its order is the clocks'; a DateTime in a zone
+        # compares as an instant); a bucket's start is its label already.
+        "local": "toTimeZone({x}, {zone})",
+        "clock": "addSeconds(toDateTime({x}, 'UTC'), timeZoneOffset(toTimeZone({x}, {zone})))",
+        "local_fixed": "toTimeZone({x}, {zone})",
+        "start_hour": "formatDateTime({local}, '%Y-%m-%d %H:00')",
+        "start_day": "formatDateTime(toDate({local}), '%Y-%m-%d 00:00')",
+        "start_week": "formatDateTime(toMonday({local}), '%Y-%m-%d 00:00')",
+        "start_month": "formatDateTime(toStartOfMonth({local}), '%Y-%m-%d 00:00')",
+        "label": "{start}",
+        "labels": "values('position Int64, bucket String', {rows}) AS labels",
     },
 }
 
@@ -253,32 +266,109 @@ def compile_activity(spec: TrendSpec, dialect_name: str, *, project_id: str = "d
 
 
 def compile_lifecycle(spec: TrendSpec, dialect_name: str, *, project_id: str = "default") -> str:
-    """(person, bucket, is first ever bucket) for active persons, from the
-    bucket before the range on; and each person's first bucket ever."""
+    """Rows of (position, new, returning, resurrecting, dormant): position 1
+    is the range's first bucket (0, the one before it, has no row).
+
+    Each active person is counted in the engine, from a few hundred thousand
+    (person, bucket) pairs rather than tens of millions of events:
+
+    - ``active``: the distinct (person, bucket) pairs of the spec's events,
+      from the bucket before the range on; a bucket's label is written once
+      per pair, not once per event;
+    - ``firsts``: each person's first bucket ever, the bucket of their
+      earliest local time (a bucket never comes before the bucket of an
+      earlier clock reading). In a zone of one fixed offset that is their
+      earliest event's, so no event's time is converted; elsewhere only an
+      event less than the zone's spread of offsets after the earliest can
+      read an earlier clock time, so only those are converted;
+    - ``states``: per person and bucket position, whether they were active
+      in it, and in the one before (each active pair also marks the next
+      one, so the pairs are read once: ClickHouse computes a CTE at each
+      read), from which each bucket counts its four kinds of persons.
+    """
     dialect = dialect_named(dialect_name)
-    bucket = _bucket_sql(dialect, spec.interval, spec.time_zone)
-    start, end = spec.date_range.resolve(spec.time_zone)
+    templates = _BUCKET[dialect.name]
+    zone_sql = dialect.quote(spec.time_zone)
     tz = ZoneInfo(spec.time_zone)
+    fixed = tz.utcoffset(None)  # None where the offset ever changes
+
+    def local(x: str, template: str = "local") -> str:
+        if fixed is None:
+            return templates[template].format(x=x, zone=zone_sql)
+        return templates["local_fixed"].format(x=x, zone=zone_sql, offset=fixed // timedelta(seconds=1))
+
+    def first_local_times(project: str) -> str:
+        """person_id, earliest: each person's earliest local time, over all their events."""
+        if fixed is not None:
+            return f"SELECT person_id, {local('min(timestamp)')} AS earliest FROM events WHERE project_id = {project} GROUP BY person_id"
+        spread = _offset_spread(spec.time_zone) // timedelta(seconds=1)
+        return (
+            f"SELECT e.person_id AS person_id, min({local('e.timestamp', 'clock')}) AS earliest FROM events AS e\n"
+            f"    JOIN (SELECT person_id, min(timestamp) AS first_time FROM events WHERE project_id = {project}"
+            f" GROUP BY person_id) AS f ON e.person_id = f.person_id\n"
+            f"    WHERE e.project_id = {project} AND e.timestamp < f.first_time + INTERVAL {spread} SECOND\n"
+            f"    GROUP BY e.person_id"
+        )
+
+    def start_of(value: str) -> str:
+        template = templates.get(f"start_{spec.interval}") or templates["start_other"].replace("{unit}", spec.interval)
+        return template.format(local=value)
+
+    def label(start: str) -> str:
+        return templates["label"].format(start=start)
+
+    start, end = spec.date_range.resolve(spec.time_zone)
     first = bucket_start(_local(start, tz), spec.interval)
     # An hour early: where the clocks skip part of an hour, its naive start reads late.
     previous = _previous(first, spec.interval, tz).replace(tzinfo=tz).astimezone(start.tzinfo) - timedelta(hours=1)
     events = "" if spec.event is None else f" AND event = {dialect.quote(spec.event)}"
     where = events_where(dialect, project_id, since=previous, filters=spec.filters)
     project = dialect.quote(project_id)
-    # A bucket never comes before the bucket of an earlier clock reading, so
-    # a person's first bucket is the bucket of their earliest local time: one
-    # bucket per person, not one per event of all time.
-    templates = _BUCKET[dialect.name]
-    earliest = templates["earliest_local"].format(zone=dialect.quote(spec.time_zone))
-    local_bucket = templates.get(f"local_{spec.interval}") or templates["local_other"].replace("{unit}", spec.interval)
+    in_range = buckets(spec)
+    before = _previous(datetime.strptime(in_range[0], "%Y-%m-%d %H:%M"), spec.interval, tz)
+    labels = [before.strftime("%Y-%m-%d %H:%M"), *in_range]
+    rows = ", ".join(f"({position}, {dialect.quote(text)})" for position, text in enumerate(labels))
+    count_if = partial(dialect.render, "count_if")
     return (
-        f"SELECT a.person_id, a.bucket, f.first_bucket FROM (\n"
-        f"  SELECT DISTINCT person_id, {bucket} AS bucket FROM events\n"
-        f"  WHERE {where}{events}\n  AND timestamp < {dialect.timestamp(end)}) AS a\n"
-        f"JOIN (SELECT person_id, {local_bucket.format(local='earliest')} AS first_bucket FROM (\n"
-        f"  SELECT person_id, {earliest} AS earliest FROM events WHERE project_id = {project} GROUP BY person_id) AS every\n"
-        f"  ) AS f ON a.person_id = f.person_id"
+        f"WITH active AS (\n"
+        f"  SELECT person_id, {label('start')} AS bucket FROM (\n"
+        f"    SELECT DISTINCT person_id, {start_of(local('timestamp'))} AS start FROM events\n"
+        f"    WHERE {where}{events}\n    AND timestamp < {dialect.timestamp(end)}) AS starts\n"
+        f"), firsts AS (\n"
+        f"  SELECT person_id, {label(start_of('earliest'))} AS first_bucket FROM (\n"
+        f"    {first_local_times(project)}) AS every\n"
+        f"), positioned AS (\n"
+        f"  SELECT a.person_id AS person_id, labels.position AS position,"
+        f" CASE WHEN a.bucket = f.first_bucket THEN 1 ELSE 0 END AS is_new\n"
+        f"  FROM active AS a JOIN {templates['labels'].format(rows=rows)} ON a.bucket = labels.bucket\n"
+        f"  JOIN firsts AS f ON a.person_id = f.person_id\n"
+        f"), states AS (\n"
+        f"  SELECT person_id, position, max(here) AS here, max(before) AS before, max(is_new) AS is_new FROM (\n"
+        f"    SELECT p.person_id AS person_id, p.position + m.later AS position, 1 - m.later AS here, m.later AS before,\n"
+        f"      p.is_new * (1 - m.later) AS is_new\n"
+        f"    FROM positioned AS p CROSS JOIN (SELECT 0 AS later UNION ALL SELECT 1 AS later) AS m) AS marks\n"
+        f"  GROUP BY person_id, position\n"
+        f")\n"
+        f"SELECT position, {count_if(condition='here = 1 AND is_new = 1')} AS new,\n"
+        f"  {count_if(condition='here = 1 AND is_new = 0 AND before = 1')} AS returning,\n"
+        f"  {count_if(condition='here = 1 AND is_new = 0 AND before = 0')} AS resurrecting,\n"
+        f"  {count_if(condition='here = 0 AND before = 1')} AS dormant\n"
+        f"FROM states WHERE position BETWEEN 1 AND {len(labels) - 1}\nGROUP BY position"
     )
+
+
+@cache
+def _offset_spread(time_zone: str) -> timedelta:
+    """How far apart the zone's UTC offsets lie (from two samples a month,
+    1900 to 2100): an event at least this much later than another reads a
+    local time no earlier than the other's."""
+    tz = ZoneInfo(time_zone)
+    offsets = {
+        datetime(year, month, day, tzinfo=UTC).astimezone(tz).utcoffset()
+        for year in range(1900, 2101) for month in range(1, 13) for day in (1, 16)
+    }
+    known = [offset for offset in offsets if offset is not None]
+    return max(known) - min(known)
 
 
 def _previous(start: datetime, interval: Interval, tz: ZoneInfo) -> datetime:
@@ -368,22 +458,11 @@ class LifecyclePoint:
 def lifecycle(database: Database, spec: TrendSpec) -> tuple[LifecyclePoint, ...]:
     check(database, spec)
     rows = database.query(compile_lifecycle(spec, database.backend.dialect, project_id=database.project_id)).rows
-    active: dict[str, set[str]] = defaultdict(set)
-    first_bucket: dict[str, str] = {}
-    for person, bucket, first in rows:
-        active[str(bucket)].add(str(person))
-        first_bucket[str(person)] = str(first)
-    labels = buckets(spec)
-    first = datetime.strptime(labels[0], "%Y-%m-%d %H:%M")
-    previous_label = _previous(first, spec.interval, ZoneInfo(spec.time_zone)).strftime("%Y-%m-%d %H:%M")
+    counted = {int(position): [int(count) for count in counts] for position, *counts in rows}
     points = []
-    before = active.get(previous_label, set())
-    for label in labels:
-        now = active.get(label, set())
-        new = {person for person in now if first_bucket[person] == label}
-        returning = (now - new) & before
-        points.append(LifecyclePoint(label, len(new), len(returning), len(now - new - returning), -len(before - now)))
-        before = now
+    for position, label in enumerate(buckets(spec), start=1):
+        new, returning, resurrecting, dormant = counted.get(position, (0, 0, 0, 0))
+        points.append(LifecyclePoint(label, new, returning, resurrecting, -dormant))
     return tuple(points)
 
 
