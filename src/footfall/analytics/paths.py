@@ -56,9 +56,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal, get_args
 
-from footfall.analytics.common import DateRange, as_tuple, check_range, events_where, zone
+from footfall.analytics.common import DateRange, as_tuple, check_range, epoch_ms, events_where, zone
 from footfall.analytics.conditions import Filter, check_regex
 from footfall.analytics.dialects import Dialect, dialect_named
 from footfall.analytics.errors import SpecError
@@ -73,12 +74,56 @@ MAX_RULES = 50
 # A sequence number past any real one: "no next step".
 _NONE = 4611686018427387904  # 2**62
 
-_TEMPLATES = {
+_TEMPLATES: Mapping[str, Mapping[str, str]] = {
     # Every match replaced; the alias is literal text (backslashes are refused,
     # so the engines' \1 group references never come into play).
-    "duckdb": {"replace_all": "regexp_replace({s}, {pattern}, {alias}, 'g')"},
-    "clickhouse": {"replace_all": "replaceRegexpAll({s}, {pattern}, {alias})"},
+    "duckdb": {
+        "replace_all": "regexp_replace({s}, {pattern}, {alias}, 'g')",
+        # List functions for the walk of each session (lists are 1-based;
+        # NULL stands for "none").
+        "collect": "list({x})",
+        "sort": "list_sort({list})",
+        "map": "list_transform({list}, lambda {var}: {body})",
+        "fail": "error({message})",
+        "first_where": "list_filter(range(1, len({list}) + 1), lambda {var}: {body})[1]",
+        "filter_indexed": "list_filter({list}, lambda {var}, {index}: {body})",
+        "exists_pair": "coalesce(list_bool_or(list_transform(range(1, len({list})), lambda {var}: {body})), false)",
+        "slice": "{list}[{low}:{high}]",
+        "length": "len({list})",
+        "each_index": "unnest(range(1, len({list}) + 1))",
+        # A session's steps in order of (time, event id, step): sorting
+        # lists of strings costs more than the rest of the query, so only the
+        # sessions with a tie are sorted so (see _sessions).
+        "in_order_with_ids": "list_transform(list_sort(list({{'ts': ts, 'id': event_id, 'node': node_id}})), lambda e: e.node)",
+        "ties": "second pass",
+        # A CTE read by several parts of the query, computed once.
+        "computed_once": "MATERIALIZED ",
+    },
+    "clickhouse": {
+        "replace_all": "replaceRegexpAll({s}, {pattern}, {alias})",
+        "collect": "groupArray({x})",
+        "sort": "arraySort({list})",
+        "map": "arrayMap({var} -> {body}, {list})",
+        "fail": "throwIf(true, {message})",
+        "first_where": "arrayFirstOrNull({var} -> {body}, arrayEnumerate({list}))",
+        "filter_indexed": "arrayFilter(({var}, {index}) -> {body}, {list}, arrayEnumerate({list}))",
+        "exists_pair": "arrayExists({var} -> {body}, arrayEnumerate(arrayPopBack({list})))",
+        "slice": "arraySlice({list}, {low}, {high} - {low} + 1)",
+        "length": "length({list})",
+        "each_index": "arrayJoin(arrayEnumerate({list}))",
+        "in_order_with_ids": "arrayMap(e -> tupleElement(e, 3), arraySort(groupArray((ts, event_id, node_id))))",
+        "ties": "sort by id",
+        "computed_once": "",  # (ClickHouse inlines every CTE)
+    },
 }
+
+# The numbers of the start and the end step (the others come after them).
+_START_ID = 1
+_END_ID = 2
+
+
+def _render(dialect: Dialect, template: str, **parts: str) -> str:
+    return _TEMPLATES[dialect.name][template].format(**parts)
 
 
 def whole_number(value: object, at: str, low: int, high: int) -> int:
@@ -141,9 +186,7 @@ def clean(rules: Sequence[CleaningRule], text: str) -> str:
 def clean_sql(dialect: Dialect, rules: Sequence[CleaningRule], column: str) -> str:
     """The same in SQL."""
     for rule in rules:
-        column = _TEMPLATES[dialect.name]["replace_all"].format(
-            s=column, pattern=dialect.quote(rule.pattern), alias=dialect.quote(rule.alias)
-        )
+        column = _render(dialect, "replace_all", s=column, pattern=dialect.quote(rule.pattern), alias=dialect.quote(rule.alias))
     return column
 
 
@@ -331,7 +374,276 @@ def compare(
     )
 
 
-# -- the compiler ---------------------------------------------------------------------
+# -- the compiler: the plan of the paths ---------------------------------------------
+#
+# Steps become small integers first: each distinct raw step (page path or
+# event name) of the range is cleaned once, and numbered by its cleaned
+# name (the start step is 1, the end step 2), in a small ``dictionary``.
+# Each session's events are then gathered into one list (one grouping by
+# person and session), sorted, and walked with list functions: repeats
+# merged, the path cut at its start, end and max_steps.
+# Only then are the paths unnested, one row per step, and counted. Sorting
+# the events of every session for window functions, twice, over the
+# person and session strings, cost several times more.
+
+
+def _raw_step(spec: PathSpec) -> str:
+    return "path" if spec.node_type == "pages" else "event"
+
+
+def _steps_where(
+    spec: PathSpec, dialect: Dialect, project_id: str, filters: Sequence[Filter], *, listed_names: bool = False
+) -> str:
+    """The events that may be steps: in the range, of the step events.
+
+    The main scan names the step events plainly (``event IN (...)``), the
+    re-read of tied sessions with the dialect's list form
+    (``listed_names``). On DuckDB the two spellings plan differently (a scan
+    filter, a join with a list), which keeps DuckDB from sharing one scan of
+    every step event, event ids and all, between both; and the join makes
+    the tied sessions the small side it hashes."""
+    bounds = spec.range_utc()
+    names = [PAGE_VIEW] if spec.node_type == "pages" else list(spec.events) or None
+    where = events_where(dialect, project_id, since=bounds[0] if bounds else None, filters=filters, events=names)
+    if names is not None and not listed_names:
+        quoted = ", ".join(dialect.quote(name) for name in sorted(set(names)))
+        where = where.replace(dialect.render("one_of", x="event", values=quoted), f"event IN ({quoted})")
+    if bounds:
+        where += f"\n  AND timestamp < {dialect.timestamp(bounds[1])}"  # the range is half open
+    return where
+
+
+def _dictionary(spec: PathSpec, dialect: Dialect, project_id: str) -> list[tuple[str, str]]:
+    """CTEs ending in ``dictionary``: every raw step of the range with its
+    cleaned name (``node``) and number (``node_id``); excluded steps are left out."""
+    # No filters here: a step that no filtered event has only costs a row.
+    where = _steps_where(spec, dialect, project_id, filters=())
+    raw = _raw_step(spec)
+    cleaned = f"SELECT raw_node, {clean_sql(dialect, spec.cleaning, 'raw_node')} AS node FROM raw_nodes"
+    if spec.exclusions:
+        excluded = ", ".join(dialect.quote(name) for name in spec.exclusions)
+        cleaned = f"SELECT * FROM ({cleaned}) AS c WHERE NOT (raw_node IN ({excluded}) OR node IN ({excluded}))"
+    special = []
+    if spec.start is not None:
+        special.append(f"WHEN node = {dialect.quote(spec.start)} THEN {_START_ID}")
+    if spec.end is not None:
+        special.append(f"WHEN node = {dialect.quote(spec.end)} THEN {_END_ID}")
+    number = f"CAST(dense_rank() OVER (ORDER BY node) AS BIGINT) + {_END_ID}"
+    if special:
+        number = f"CASE {' '.join(special)} ELSE {number} END"
+    return [
+        ("raw_nodes", f"SELECT DISTINCT {raw} AS raw_node FROM events\nWHERE {where}\n  AND {raw} IS NOT NULL"),
+        ("dictionary", f"SELECT raw_node, node, {number} AS node_id\nFROM ({cleaned}) AS cleaned"),
+    ]
+
+
+def _steps_scan(
+    spec: PathSpec, dialect: Dialect, project_id: str, columns: str, *, listed_names: bool = False, only: str | None = None
+) -> str:
+    """One row per event that is a step, with ``columns`` (over the events'
+    columns and the dictionary's ``d.node_id``); ``only`` picks the persons."""
+    where = _steps_where(spec, dialect, project_id, filters=spec.filters, listed_names=listed_names)
+    if only is not None:
+        where += f"\n  AND person_id IN ({only})"
+    return f"SELECT {columns}\nFROM events INNER JOIN dictionary AS d ON {_raw_step(spec)} = d.raw_node\nWHERE {where}"
+
+
+def _time_key(spec: PathSpec) -> tuple[int, int]:
+    """How DuckDB packs an event's time and step number into one sort key,
+    ``(ms - base) * steps + node_id``: the base, and the bound on step numbers.
+
+    The times of a date range take the bits its length needs; without one,
+    those from 1830 to 2109 (43 bits). The step numbers get the rest of 62."""
+    bounds = spec.range_utc()
+    if bounds:
+        base = epoch_ms(bounds[0])
+        time_bits = (epoch_ms(bounds[1]) - base).bit_length()
+    else:
+        base, time_bits = -(1 << 42), 43
+    return base, 1 << (62 - time_bits)
+
+
+def _sessions(spec: PathSpec, dialect: Dialect, project_id: str) -> tuple[list[tuple[str, str]], frozenset[str]]:
+    """CTEs ending in ``sessions``: person_id and ``nodes``, the session's
+    step numbers in order of time, then event id; and the CTEs to compute once.
+
+    Events of the same millisecond are rarely different steps, and carrying
+    every event id (a string) through the sort costs more than the rest of
+    the walk. So on DuckDB each session is first gathered as one list of
+    integers, time then step number (``_time_key``), which sorts by itself;
+    its ties are noted, and only the persons with a tie are read again, with
+    event ids. ClickHouse, which would compute the first sort twice (its
+    CTEs are inlined), sorts every session by (time, event id)."""
+    render = partial(_render, dialect)
+    ts = dialect.render("epoch_ms", x="timestamp")
+    with_ids = f"person_id, session_id, {ts} AS ts, event_id, d.node_id AS node_id"
+    if _TEMPLATES[dialect.name]["ties"] == "sort by id":
+        return [
+            ("scanned", _steps_scan(spec, dialect, project_id, with_ids)),
+            ("sessions", f"SELECT person_id, {render('in_order_with_ids')} AS nodes\nFROM scanned GROUP BY person_id, session_id"),
+        ], frozenset()
+    # One integer per event, time then step: a list of them sorts by itself.
+    base, steps = _time_key(spec)
+    too_many = dialect.quote(
+        f"paths: over {steps - _END_ID - 1:,} distinct steps to sort on DuckDB; group them with cleaning rules"
+        " or give a shorter date range"
+    )
+    key = f"CASE WHEN d.node_id >= {steps} THEN {render('fail', message=too_many)}"
+    if not spec.range_utc():
+        too_early = dialect.quote("paths: events before 1830; give a date range")
+        key += f" WHEN {ts} < {base} THEN {render('fail', message=too_early)}"
+    key += f" ELSE ({ts} - {base}) * {steps} + d.node_id END"
+    same = f"keys[i] // {steps} = keys[i + 1] // {steps} AND keys[i] <> keys[i + 1]"
+    ctes = [
+        ("scanned", _steps_scan(spec, dialect, project_id, f"person_id, session_id, {key} AS sort_key")),
+        (
+            "listed",
+            f"SELECT person_id, session_id, {render('sort', list=render('collect', x='sort_key'))} AS keys\n"
+            "FROM scanned GROUP BY person_id, session_id",
+        ),
+        (
+            "checked",
+            # A tie: two steps of one millisecond that differ (their order is
+            # the event ids'); equal ones may go in any order.
+            f"SELECT person_id, session_id, {render('map', list='keys', var='k', body=f'k % {steps}')} AS nodes,\n"
+            f"  {render('exists_pair', list='keys', var='i', body=same)} AS tied\n"
+            "FROM listed",
+        ),
+        # The persons with a tie: all their sessions, sorted with event ids;
+        # then the tied sessions among them replace their first sort.
+        (
+            "tied_scanned",
+            _steps_scan(spec, dialect, project_id, with_ids, listed_names=True, only="SELECT person_id FROM checked WHERE tied"),
+        ),
+        (
+            "tied_sorted",
+            f"SELECT person_id, session_id, {_render(dialect, 'in_order_with_ids')} AS nodes\n"
+            "FROM tied_scanned GROUP BY person_id, session_id",
+        ),
+        (
+            "sessions",
+            "SELECT person_id, nodes FROM checked WHERE NOT tied\nUNION ALL\n"
+            "SELECT t.person_id AS person_id, t.nodes AS nodes FROM tied_sorted AS t\n"
+            "  INNER JOIN (SELECT person_id, session_id FROM checked WHERE tied) AS c"
+            " ON t.person_id = c.person_id AND t.session_id = c.session_id",
+        ),
+    ]
+    return ctes, frozenset({"checked"})
+
+
+def _path_ctes(spec: PathSpec, dialect: Dialect, project_id: str) -> tuple[list[tuple[str, str]], frozenset[str]]:
+    """CTEs ending in ``paths`` (one row per path: person_id, its steps'
+    numbers ``path``, the number of its first step, whether the session
+    ended at its last) and ``walked`` (one row per step of every path: its
+    number ``step``, ``node_id``, the next step's ``next_id``, whether the
+    path goes on to it (``has_edge``) and whether the session ended there
+    (``dropped``)); and the CTEs to compute once."""
+    render = partial(_render, dialect)
+    ctes, once = _sessions(spec, dialect, project_id)
+    ctes = [*_dictionary(spec, dialect, project_id), *ctes]
+    # A step equal to the one before it is merged into it.
+    merged = render("filter_indexed", list="nodes", var="x", index="i", body="i = 1 OR x <> nodes[i - 1]")
+    ctes.append(("merged", f"SELECT person_id, {merged} AS nodes FROM sessions"))
+    # Positions (1-based) of the path's first and last steps in the session:
+    # the first start step, the first end step after it; NULL if none.
+    if spec.start is not None:
+        first = render("first_where", list="nodes", var="i", body=f"nodes[i] = {_START_ID}")
+    else:
+        first = "1"
+    end_id = _START_ID if spec.end is not None and spec.end == spec.start else _END_ID
+    if spec.end is not None:
+        after = "i > first_at AND " if spec.start is not None else ""
+        last = render("first_where", list="nodes", var="i", body=f"{after}nodes[i] = {end_id}")
+    else:
+        last = render("length", list="nodes")
+    ctes.append(("anchored", f"SELECT person_id, nodes, {first} AS first_at FROM merged"))
+    ctes.append(("bounded", f"SELECT person_id, nodes, first_at, {last} AS end_at FROM anchored"))
+    limit = spec.max_steps
+    if spec.backwards:
+        low, high = f"greatest(first_at, end_at - {limit - 1})", "end_at"
+        first_step = f"{low} - end_at"
+    else:
+        low, high = "first_at", f"least(end_at, first_at + {limit - 1})"
+        first_step = "0"
+    ctes.append(
+        (
+            "paths",
+            f"SELECT person_id, {render('slice', list='nodes', low=low, high=high)} AS path, {first_step} AS first_step,\n"
+            f"  CASE WHEN {high} = {render('length', list='nodes')} THEN 1 ELSE 0 END AS ended\n"
+            "FROM bounded WHERE first_at IS NOT NULL AND end_at IS NOT NULL",
+        )
+    )
+    ctes.append(
+        ("indexed", f"SELECT person_id, path, first_step, ended, {render('each_index', list='path')} AS i FROM paths")
+    )
+    length = render("length", list="path")
+    ctes.append(
+        (
+            "walked",
+            "SELECT person_id, first_step + i - 1 AS step, path[i] AS node_id, path[i + 1] AS next_id,\n"
+            f"  CASE WHEN i < {length} THEN 1 ELSE 0 END AS has_edge,\n"
+            f"  CASE WHEN ended = 1 AND i = {length} THEN 1 ELSE 0 END AS dropped\n"
+            "FROM indexed",
+        )
+    )
+    # The paths are read for the edges, their nodes and the totals.
+    return ctes, once | {"paths"}
+
+
+def _with(ctes: list[tuple[str, str]], body: str, dialect: Dialect, once: frozenset[str] = frozenset()) -> str:
+    parts = ",\n".join(
+        f"{name} AS {_render(dialect, 'computed_once') if name in once else ''}(\n{sql}\n)" for name, sql in ctes
+    )
+    return f"WITH {parts}\n{body}{dialect.query_suffix}"
+
+
+def compile_paths(spec: PathSpec, dialect: str, *, project_id: str = "default") -> str:
+    """Rows of ``kind`` 'edge' (the kept edges), 'node' (their nodes) and
+    'total' (paths and persons): kind, step, source, target, sessions, persons, dropped."""
+    chosen = dialect_named(dialect)
+    ctes, once = _path_ctes(spec, chosen, project_id)
+    ctes += [
+        ("names", "SELECT DISTINCT node, node_id FROM dictionary"),
+        (
+            "edges",
+            "SELECT step, node_id AS source_id, next_id AS target_id, count(*) AS sessions, count(DISTINCT person_id) AS persons\n"
+            "FROM walked WHERE has_edge = 1 GROUP BY step, node_id, next_id",
+        ),
+        (
+            # (ties at the limit go by the steps' names)
+            "top_edges",
+            "SELECT e.step AS step, s.node AS source, t.node AS target, e.source_id AS source_id, e.target_id AS target_id,"
+            " e.sessions AS sessions, e.persons AS persons\n"
+            "FROM edges AS e INNER JOIN names AS s ON e.source_id = s.node_id INNER JOIN names AS t ON e.target_id = t.node_id\n"
+            f"ORDER BY sessions DESC, step, source, target LIMIT {spec.edge_limit}",
+        ),
+        (
+            "kept_nodes",
+            "SELECT DISTINCT step, node_id FROM (SELECT step, source_id AS node_id FROM top_edges\n"
+            "  UNION ALL SELECT step + 1 AS step, target_id AS node_id FROM top_edges) AS ends",
+        ),
+        (
+            "node_totals",
+            "SELECT w.step AS step, w.node_id AS node_id, count(*) AS sessions, count(DISTINCT w.person_id) AS persons,"
+            " sum(w.dropped) AS dropped\n"
+            "FROM walked AS w INNER JOIN kept_nodes AS k ON w.step = k.step AND w.node_id = k.node_id\nGROUP BY w.step, w.node_id",
+        ),
+    ]
+    body = (
+        "SELECT 'edge' AS kind, step, source, target, sessions, persons, 0 AS dropped FROM top_edges\n"
+        "UNION ALL SELECT 'node' AS kind, n.step AS step, m.node AS source, '' AS target, n.sessions AS sessions,"
+        " n.persons AS persons, n.dropped AS dropped\n"
+        "FROM node_totals AS n INNER JOIN names AS m ON n.node_id = m.node_id\n"
+        # No aliases here: ClickHouse would read the step below as this row's 0.
+        "UNION ALL SELECT 'total', 0, '', '', count(*), count(DISTINCT person_id), 0 FROM paths"
+    )
+    return _with(ctes, body, chosen, once)
+
+
+# -- the plan of the comparison ------------------------------------------------------------
+#
+# Window functions over each session's events (the conversion events among
+# them), ordered by time and event id.
 
 
 def _scan(spec: PathSpec, dialect: Dialect, project_id: str, *, conversion: bool) -> str:
@@ -370,96 +682,6 @@ def _scan(spec: PathSpec, dialect: Dialect, project_id: str, *, conversion: bool
 
 
 _SESSION = "PARTITION BY person_id, session_id"
-
-
-def _path_ctes(spec: PathSpec, dialect: Dialect, project_id: str) -> list[tuple[str, str]]:
-    """CTEs ending in ``path``: one row per step of every path, with its
-    number (``step``), the step after it, whether the path goes on to it
-    (``has_edge``) and whether the session ended there (``dropped``)."""
-    in_order = f"OVER ({_SESSION} ORDER BY ts, event_id)"
-    ctes = [
-        ("scanned", _scan(spec, dialect, project_id, conversion=False)),
-        (
-            "deduped",
-            f"SELECT person_id, session_id, ts, event_id, node,\n"
-            f"  row_number() {in_order} AS raw_position,\n  lag(node, 1, '') {in_order} AS previous\n"
-            "FROM scanned WHERE is_node = 1",
-        ),
-        (
-            "positioned",
-            # A step equal to the one before it is merged into it.
-            f"SELECT person_id, session_id, node,\n  CAST(row_number() {in_order} AS BIGINT) AS position,\n"
-            f"  lead(node, 1, '') {in_order} AS next_node,\n  CAST(count(*) OVER ({_SESSION}) AS BIGINT) AS last\n"
-            "FROM deduped WHERE raw_position = 1 OR node <> previous",
-        ),
-    ]
-    whole = f"OVER ({_SESSION})"
-    if spec.start is not None:
-        start_at = f"min(CASE WHEN node = {dialect.quote(spec.start)} THEN position END) {whole}"
-    else:
-        start_at = "CAST(1 AS BIGINT)"
-    ctes.append(("anchored", f"SELECT *, {start_at} AS start_at FROM positioned"))
-    if spec.end is not None:
-        after = "position > start_at" if spec.start is not None else "true"
-        end_at = f"min(CASE WHEN node = {dialect.quote(spec.end)} AND {after} THEN position END) {whole}"
-    else:
-        end_at = "last"
-    ctes.append(("bounded", f"SELECT *, {end_at} AS end_at FROM anchored"))
-    limit = spec.max_steps
-    if spec.backwards:
-        step, within, edge_within = "position - end_at", f"position - end_at > -{limit}", "true"
-    else:
-        step, within, edge_within = "position - start_at", f"position - start_at < {limit}", f"position - start_at + 1 < {limit}"
-    ctes.append(
-        (
-            "path",
-            f"SELECT person_id, session_id, node, next_node, {step} AS step,\n"
-            "  CASE WHEN position = last THEN 1 ELSE 0 END AS dropped,\n"
-            f"  CASE WHEN position < end_at AND {edge_within} THEN 1 ELSE 0 END AS has_edge\n"
-            "FROM bounded\nWHERE start_at IS NOT NULL AND end_at IS NOT NULL AND position >= start_at"
-            f" AND position <= end_at AND {within}",
-        )
-    )
-    return ctes
-
-
-def _with(ctes: list[tuple[str, str]], body: str, dialect: Dialect) -> str:
-    parts = ",\n".join(f"{name} AS (\n{sql}\n)" for name, sql in ctes)
-    return f"WITH {parts}\n{body}{dialect.query_suffix}"
-
-
-def compile_paths(spec: PathSpec, dialect: str, *, project_id: str = "default") -> str:
-    """Rows of ``kind`` 'edge' (the kept edges), 'node' (their nodes) and
-    'total' (paths and persons): kind, step, source, target, sessions, persons, dropped."""
-    chosen = dialect_named(dialect)
-    ctes = _path_ctes(spec, chosen, project_id)
-    ctes += [
-        (
-            "edges",
-            "SELECT step, node AS source, next_node AS target, count(*) AS sessions, count(DISTINCT person_id) AS persons\n"
-            "FROM path WHERE has_edge = 1 GROUP BY step, node, next_node",
-        ),
-        ("top_edges", f"SELECT * FROM edges ORDER BY sessions DESC, step, source, target LIMIT {spec.edge_limit}"),
-        (
-            "kept_nodes",
-            "SELECT DISTINCT step, node FROM (SELECT step, source AS node FROM top_edges\n"
-            "  UNION ALL SELECT step + 1 AS step, target AS node FROM top_edges) AS ends",
-        ),
-        (
-            "node_totals",
-            "SELECT p.step AS step, p.node AS node, count(*) AS sessions, count(DISTINCT p.person_id) AS persons,"
-            " sum(p.dropped) AS dropped\n"
-            "FROM path AS p INNER JOIN kept_nodes AS k ON p.step = k.step AND p.node = k.node\nGROUP BY p.step, p.node",
-        ),
-    ]
-    body = (
-        "SELECT 'edge' AS kind, step, source, target, sessions, persons, 0 AS dropped FROM top_edges\n"
-        "UNION ALL SELECT 'node' AS kind, step, node AS source, '' AS target, sessions, persons, dropped FROM node_totals\n"
-        # No aliases here: ClickHouse would read the step below as this row's 0.
-        "UNION ALL SELECT 'total', 0, '', '', sum(CASE WHEN step = 0 THEN 1 ELSE 0 END), count(DISTINCT person_id), 0"
-        " FROM path"
-    )
-    return _with(ctes, body, chosen)
 
 
 def compile_comparison(spec: PathSpec, dialect: str, *, project_id: str = "default") -> str:

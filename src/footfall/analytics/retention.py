@@ -119,13 +119,34 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "arg_min": "arg_min({x}, {key})",
         # x at the row of the smallest key, NULL included (arg_min skips NULL x).
         "first_by": "arg_min_null({x}, {key})",
+        "first_by_if": "arg_min_null({x}, {key}) FILTER (WHERE {condition})",
+        # The UTC date of a timestamp by arithmetic on epoch milliseconds
+        # (fdiv rounds down, before 1970 too): the time-zone function goes
+        # through ICU for every row, at about five times the cost.
+        "utc_date": "(DATE '1970-01-01' + CAST(fdiv(epoch_ms({x}), 86400000) AS INTEGER))",
     },
     "clickhouse": {
         "offsets": "SELECT CAST(number AS BIGINT) AS n FROM numbers({count})",
         "arg_min": "argMin({x}, {key})",
         "first_by": "argMin(tuple({x}), {key}).1",
+        "first_by_if": "argMinIf(tuple({x}), {key}, {condition}).1",
+        # ClickHouse's own conversion is a table lookup already.
+        "utc_date": "toDate({x}, 'UTC')",
     },
 }
+
+# Names of the zone that is UTC all year (tzdata's links to Etc/UTC).
+_UTC_NAMES = frozenset(
+    {"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu",
+     "Etc/GMT", "GMT", "Etc/Greenwich", "Greenwich", "Etc/GMT0", "GMT0", "Etc/GMT+0", "GMT+0", "Etc/GMT-0", "GMT-0"}
+)
+
+
+def local_date_sql(dialect: Dialect, time_zone: str, x: str = "timestamp") -> str:
+    """The local date of a timestamp column in a time zone, as SQL."""
+    if time_zone in _UTC_NAMES:
+        return _render("utc_date", dialect, x=x)
+    return dialect.render("local_date", zone=dialect.quote(time_zone), x=x)
 
 
 def _render(template: str, dialect: Dialect, **parts: str) -> str:
@@ -421,13 +442,18 @@ def _group_sql(dialect: Dialect, target: FieldRef | None) -> str | None:
 def _cohort_ctes(spec: RetentionSpec, dialect: Dialect, project_id: str) -> list[tuple[str, str]]:
     """CTEs ending in ``entries`` (person_id, cohort, anchor[, grp]: one row per
     person and cohort) and ``hits`` (person_id, cohort, period[, grp]: one row
-    per period in which the person returned, period 0 only from the anchor on)."""
+    per period in which the person returned, period 0 only from the anchor on).
+
+    The plan: one scan of the relevant events, each with its period index,
+    grouped at once into one row per person and period (``periods``): the
+    first start event's time (and breakdown value) and the last return
+    event's time in it. Both the cohort entries and the returns are read from
+    those few rows, so the events themselves are read once and never kept."""
     bounds = spec.range_utc()
     start, returning = spec.start_event, spec.returning
     target = check_grouping(spec.breakdown)
     event_group = _group_sql(dialect, target)
-    day = dialect.render("local_date", zone=dialect.quote(spec.time_zone), x="timestamp")
-    period = PERIOD_INDEX_SQL[spec.period].format(day=day)
+    period = PERIOD_INDEX_SQL[spec.period].format(day=local_date_sql(dialect, spec.time_zone))
     names = None if start.event is None or returning.event is None else [start.event, returning.event]
     # first_time needs every earlier start event to know which one was the first.
     since = bounds[0] if bounds and spec.mode == "recurring" else None
@@ -438,21 +464,39 @@ def _cohort_ctes(spec: RetentionSpec, dialect: Dialect, project_id: str) -> list
     if bounds and spec.mode == "first_time":
         relevant = f"{start.sql(dialect)} OR ({returning.sql(dialect)} AND timestamp >= {dialect.timestamp(bounds[0])})"
     where += f"\n  AND ({relevant})"
-    group_column = "" if event_group is None else f",\n  {event_group} AS grp"
+    # (event ids only to settle which start event of a period is its first)
+    group_columns = "" if event_group is None else f", event_id,\n  {event_group} AS grp"
     scoped = (
-        f"SELECT person_id, event_id, {dialect.render('epoch_ms', x='timestamp')} AS ts,\n"
-        f"  {period} AS p,\n  {start.sql(dialect)} AS is_start,\n  {returning.sql(dialect)} AS is_return{group_column}\n"
+        f"SELECT person_id, {dialect.render('epoch_ms', x='timestamp')} AS ts{group_columns},\n"
+        f"  {period} AS p,\n  {start.sql(dialect)} AS is_start,\n  {returning.sql(dialect)} AS is_return\n"
         f"FROM events\nWHERE {where}"
     )
+    # Per person and period: the first start event (the anchor when the
+    # period is the cohort's; its breakdown value, ties by event id) and the
+    # last return (a period-0 return counts when it is at or after the anchor).
+    first_group = (
+        "" if event_group is None
+        else f",\n  {_render('first_by_if', dialect, x='grp', key='(ts, event_id)', condition='is_start')} AS grp"
+    )
+    periods = (
+        "SELECT person_id, p, min(CASE WHEN is_start THEN ts END) AS first_start,\n"
+        f"  max(CASE WHEN is_return THEN ts END) AS last_return{first_group}\n"
+        "FROM scoped GROUP BY person_id, p"
+    )
     # The anchor: a person's first start event (first_time), or the first of
-    # each period (recurring); the breakdown value is the anchor's, ties by
-    # event id. (Aggregates, not a window: no sort of every start event.)
-    by = "person_id" if spec.mode == "first_time" else "person_id, p"
-    cohort = _render("arg_min", dialect, x="p", key="ts") if spec.mode == "first_time" else "p"
-    grp = "" if event_group is None else f", {_render('first_by', dialect, x='grp', key='(ts, event_id)')} AS grp"
-    in_range = f"\nHAVING min(ts) >= {epoch_ms(bounds[0])}" if bounds and spec.mode == "first_time" else ""
-    entries = f"SELECT person_id, {cohort} AS cohort, min(ts) AS anchor{grp}\nFROM scoped WHERE is_start GROUP BY {by}{in_range}"
-    ctes = [("scoped", scoped)]
+    # each period (recurring). (Aggregates, not a window: no sort of every start event.)
+    if spec.mode == "first_time":
+        grp = "" if event_group is None else f", {_render('first_by', dialect, x='grp', key='first_start')} AS grp"
+        in_range = f"\nHAVING min(first_start) >= {epoch_ms(bounds[0])}" if bounds else ""
+        entries = (
+            f"SELECT person_id, {_render('arg_min', dialect, x='p', key='first_start')} AS cohort,"
+            f" min(first_start) AS anchor{grp}\n"
+            f"FROM periods WHERE first_start IS NOT NULL GROUP BY person_id{in_range}"
+        )
+    else:
+        grp = "" if event_group is None else ", grp"
+        entries = f"SELECT person_id, p AS cohort, first_start AS anchor{grp}\nFROM periods WHERE first_start IS NOT NULL"
+    ctes = [("scoped", scoped), ("periods", periods)]
     if target is not None and target.kind == "person_trait":
         ctes.append(("firsts", entries))
         trait = Operand(dialect, target, "traits").text()
@@ -464,9 +508,9 @@ def _cohort_ctes(spec: RetentionSpec, dialect: Dialect, project_id: str) -> list
         )
     ctes.append(("entries", entries))
     hit_group = "" if target is None else ", e.grp AS grp"
-    # Periods in which a person did the return event, with the last time in
-    # each: a period-0 return counts when it is at or after the anchor.
-    ctes.append(("returned", "SELECT person_id, p, max(ts) AS last FROM scoped WHERE is_return GROUP BY person_id, p"))
+    ctes.append(
+        ("returned", "SELECT person_id, p, last_return AS last FROM periods WHERE last_return IS NOT NULL")
+    )
     ctes.append(
         (
             "hits",
@@ -501,14 +545,15 @@ def compile(spec: RetentionSpec, dialect: str, *, project_id: str = "default") -
         )
     ctes.append(("counted", counted))
     group_value = "grp" if grouped else "NULL AS grp"
-    stamp = chosen.render("epoch_ms", x="timestamp")
+    stamp = chosen.render("epoch_ms", x="max(timestamp)")
     body = (
         f"SELECT {group_value}, cohort, period, persons, NULL AS latest FROM counted\n"
         f"UNION ALL SELECT {group_value}, cohort, NULL AS period, count(*) AS persons, NULL AS latest"
         f" FROM entries GROUP BY {grp}cohort\n"
-        # (ClickHouse's max of no rows is 0, not NULL.)
+        # (ClickHouse's max of no rows is 0, not NULL. The latest timestamp,
+        # then converted: not every event's.)
         "UNION ALL SELECT NULL AS grp, NULL AS cohort, NULL AS period, NULL AS persons,"
-        f" CASE WHEN count(*) = 0 THEN NULL ELSE max({stamp}) END AS latest"
+        f" CASE WHEN count(*) = 0 THEN NULL ELSE {stamp} END AS latest"
         f" FROM events WHERE project_id = {chosen.quote(project_id)}"
     )
     parts = ",\n".join(f"{name} AS (\n{sql}\n)" for name, sql in ctes)
