@@ -248,35 +248,26 @@ def assemble(
 # -- the compiler ---------------------------------------------------------------------
 
 
-def _number(dialect: Dialect, key: str) -> str:
+def _number(dialect: Dialect, key: str, doc: str = "properties") -> str:
     """A numeric property, NULL when it is missing or not a JSON number."""
-    return dialect.render("json_number_or_null", doc="properties", path=dialect.json_path((key,)))
+    return dialect.render("json_number_or_null", doc=doc, path=dialect.json_path((key,)))
 
 
 def _scan(
-    spec: HeatmapSpec, dialect: Dialect, project_id: str, *, clicks_only: bool = False, shown: Sequence[str] | None = None
-) -> list[tuple[str, str]]:
-    """CTEs ``pages`` (the pages shown), ``scanned`` (their events that matter)
-    and ``located`` (clicks, and rage_click events when tracked, with
-    coordinates: column and row, NULL when not placeable).
+    spec: HeatmapSpec, dialect: Dialect, project_id: str, events: Sequence[str], shown: Sequence[str] | None
+) -> tuple[list[tuple[str, str]], str]:
+    """The CTE ``pages`` (the pages shown, the most clicked first) unless
+    ``shown`` names them already (``run`` ranks them once for its queries),
+    and the WHERE clause of a scan of those pages' ``events``.
 
-    The pages are ranked first, from a scan of the two light columns (event,
-    path) alone; only then are the shown pages' events read with what else
-    they need, so ids, times and JSON properties are read for those pages
-    only, and each query reads ``scanned`` once (a CTE read twice is
-    materialised, with every column, on DuckDB). With ``clicks_only``,
-    ``scanned`` keeps only what ``located`` takes. With ``shown``, the pages
-    ranked already (``run`` ranks them once for its three queries), there is
-    no ``pages`` CTE."""
+    The pages are ranked from a scan of the two light columns (event, path)
+    alone; only then are the shown pages' events read with what else they
+    need, so ids, times and JSON properties are read for those pages only."""
     bounds = spec.range_utc()
-    names = [CLICK, PAGE_VIEW, SCROLL if spec.scroll_source == "scroll" else PAGE_LEAVE]
-    if spec.rage_clicks == "tracked":
-        names.append(RAGE_CLICK)
-    clicks = [CLICK, RAGE_CLICK] if spec.rage_clicks == "tracked" else [CLICK]
     page = clean_sql(dialect, spec.cleaning, "path")
 
-    def where(events: list[str]) -> str:
-        clauses = events_where(dialect, project_id, since=bounds[0] if bounds else None, filters=spec.filters, events=events)
+    def where(kinds: Sequence[str]) -> str:
+        clauses = events_where(dialect, project_id, since=bounds[0] if bounds else None, filters=spec.filters, events=kinds)
         if bounds:
             clauses += f"\n  AND timestamp < {dialect.timestamp(bounds[1])}"  # the range is half open
         clauses += "\n  AND path IS NOT NULL"
@@ -284,37 +275,21 @@ def _scan(
             clauses += f"\n  AND {page} = {dialect.quote(spec.page)}"
         return clauses
 
+    if shown is not None:
+        return [], f"{where(events)}\n  AND {page} IN ({', '.join(dialect.quote(item) for item in shown)})"
     click_count = dialect.render("count_if", condition=f"event = {dialect.quote(CLICK)}")
     view_count = dialect.render("count_if", condition=f"event = {dialect.quote(PAGE_VIEW)}")
     pages = (
-        f"SELECT {page} AS page, {click_count} AS clicks, {view_count} AS views\nFROM events\nWHERE {where(names)}\n"
+        f"SELECT {page} AS page, {click_count} AS clicks, {view_count} AS views\nFROM events\nWHERE {where(_kinds(spec))}\n"
         f"GROUP BY page ORDER BY clicks DESC, views DESC, page LIMIT {spec.page_limit}"
     )
-    # Properties are read only from the events that have them: JSON is the
-    # costly part of the scan.
-    scrolled = SCROLL if spec.scroll_source == "scroll" else PAGE_LEAVE
-    depth = _number(dialect, "depth" if spec.scroll_source == "scroll" else "max_scroll")
-    kinds = ", ".join(dialect.quote(name) for name in clicks)
-    columns = [
-        f"person_id, session_id, {dialect.render('epoch_ms', x='timestamp')} AS ts, event_id, event, x, y, viewport_width",
-        f"CASE WHEN event = {dialect.quote(scrolled)} THEN {depth} END AS depth",
-        f"{page} AS page",
-    ]
-    if spec.y_scale == "page":
-        columns.append(f"CASE WHEN event IN ({kinds}) THEN {_number(dialect, 'page_height')} END AS page_height")
-    listed = "SELECT page FROM pages" if shown is None else ", ".join(dialect.quote(item) for item in shown)
-    scanned = (
-        "SELECT " + ",\n  ".join(columns)
-        + f"\nFROM events\nWHERE {where(clicks if clicks_only else names)}\n  AND {page} IN ({listed})"
-    )
-    placeable, column, row = _cell_sql(spec)
-    located = (
-        "SELECT person_id, session_id, ts, event_id, event, page, x, y,\n"
-        f"  CASE WHEN {placeable} THEN {column} END AS col,\n  CASE WHEN {placeable} THEN {row} END AS row_index\n"
-        f"FROM scanned\nWHERE event IN ({kinds}) AND x IS NOT NULL AND y IS NOT NULL"
-    )
-    ctes = [("pages", pages)] if shown is None else []
-    return [*ctes, ("scanned", scanned), ("located", located)]
+    return [("pages", pages)], f"{where(events)}\n  AND {page} IN (SELECT page FROM pages)"
+
+
+def _kinds(spec: HeatmapSpec) -> list[str]:
+    """The events a heatmap reads: any of them puts a page in the ranking."""
+    kinds = [CLICK, PAGE_VIEW, SCROLL if spec.scroll_source == "scroll" else PAGE_LEAVE]
+    return [*kinds, RAGE_CLICK] if spec.rage_clicks == "tracked" else kinds
 
 
 def _cell_sql(spec: HeatmapSpec) -> tuple[str, str, str]:
@@ -329,10 +304,6 @@ def _cell_sql(spec: HeatmapSpec) -> tuple[str, str, str]:
     return placeable, column, row
 
 
-def _in_grid(spec: HeatmapSpec) -> str:
-    return f"col IS NOT NULL AND row_index < {spec.rows}"
-
-
 def _with(ctes: list[tuple[str, str]], body: str, dialect: Dialect, *, materialized: tuple[str, ...] = ()) -> str:
     """``materialized`` CTEs are computed first on DuckDB, whose optimizer may
     otherwise join them late (ClickHouse joins in the order written)."""
@@ -344,60 +315,93 @@ def _with(ctes: list[tuple[str, str]], body: str, dialect: Dialect, *, materiali
 def compile_ranking(spec: HeatmapSpec, dialect: str, *, project_id: str = "default") -> str:
     """The pages shown (page, clicks, page views), the most clicked first."""
     chosen = dialect_named(dialect)
-    return _scan(spec, chosen, project_id)[0][1] + chosen.query_suffix
+    return _scan(spec, chosen, project_id, (), None)[0][0][1] + chosen.query_suffix
 
 
-def compile_pages(
+def compile_tally(
     spec: HeatmapSpec, dialect: str, *, project_id: str = "default", shown: Sequence[str] | None = None
 ) -> str:
-    """Per page shown: clicks, page views, clicks placed in the grid and below
-    it, the page views scroll depths are shares of, and those reaching each milestone."""
+    """The shown pages' events tallied: page, event, column, row, level, events.
+
+    Clicks carry their cell (column and row; the row is ``rows`` for every
+    click below the grid, both NULL for a click that cannot be placed); the
+    events scroll depths come from carry a level: with ``scroll_source``
+    "scroll", the milestone a ``scroll`` event marks (NULL for other depths);
+    with "page_leave", the highest milestone its ``max_scroll`` reached (0
+    under the first, NULL without one). Every other column is NULL. A few
+    thousand rows at most, from which ``tally_counts`` takes the pages'
+    totals and the clicks per cell, so that one scan serves both.
+
+    JSON is the costly part of the scan, and the documents depths come from
+    repeat (footfall.js sends ``{"signal": "passive", "depth": 50}``), so
+    the events are first counted by document, and each distinct document is
+    parsed once."""
     chosen = dialect_named(dialect)
-
-    def total(condition: str) -> str:
-        return f"coalesce({chosen.render('sum_if', x='events', condition=condition)}, 0)"
-
-    click = f"event = {chosen.quote(CLICK)}"
-    if spec.scroll_source == "scroll":
-        views = total(f"event = {chosen.quote(PAGE_VIEW)}")
-        reached = [total(f"event = {chosen.quote(SCROLL)} AND depth = {depth}") for depth in MILESTONES]
-    else:
-        leave = f"event = {chosen.quote(PAGE_LEAVE)}"
-        views = total(f"{leave} AND depth IS NOT NULL")
-        reached = [total(f"{leave} AND depth >= {depth}") for depth in MILESTONES]
-    # Events are first tallied by page, kind, where a click falls (the grid,
-    # below it, or nowhere) and scroll depth, so that the depth (JSON) is read
-    # once per event however many counts below look at it.
-    placeable, _, row = _cell_sql(spec)
-    placed = f"{click} AND x IS NOT NULL AND y IS NOT NULL AND {placeable}"
-    ctes = [cte for cte in _scan(spec, chosen, project_id, shown=shown) if cte[0] != "located"]
+    scrolled = SCROLL if spec.scroll_source == "scroll" else PAGE_LEAVE
+    placeable, column, row = _cell_sql(spec)
+    click = f"event = {chosen.quote(CLICK)} AND x IS NOT NULL AND y IS NOT NULL AND {placeable}"
+    columns = [f"{clean_sql(chosen, spec.cleaning, 'path')} AS page, event, x, y, viewport_width",
+               f"CASE WHEN event = {chosen.quote(scrolled)} THEN properties END AS doc"]
+    if spec.y_scale == "page":
+        columns.append(f"CASE WHEN event = {chosen.quote(CLICK)} THEN {_number(chosen, 'page_height')} END AS page_height")
+    # Tracked rage_click events are tallied too (with no cell or level): a
+    # page may have nothing else.
+    ctes, where = _scan(spec, chosen, project_id, _kinds(spec), shown)
+    ctes.append(("scanned", "SELECT " + ",\n  ".join(columns) + f"\nFROM events\nWHERE {where}"))
     ctes.append(
         (
             "tallied",
-            f"SELECT page, event, CASE WHEN {placed} THEN {row} < {spec.rows} END AS in_grid, depth, count(*) AS events\n"
-            "FROM scanned GROUP BY page, event, in_grid, depth",
+            f"SELECT page, event, CASE WHEN {click} THEN {column} END AS col,\n"
+            f"  CASE WHEN {click} THEN least({row}, {spec.rows}) END AS row_index, doc, count(*) AS events\n"
+            "FROM scanned GROUP BY page, event, col, row_index, doc",
         )
     )
-    reached_columns = ", ".join(f"{column} AS reached_{depth}" for column, depth in zip(reached, MILESTONES, strict=True))
+    depth = _number(chosen, "depth" if spec.scroll_source == "scroll" else "max_scroll", doc="doc")
+    if spec.scroll_source == "scroll":
+        level = f"CASE WHEN {depth} IN ({', '.join(str(d) for d in MILESTONES)}) THEN {depth} END"
+    else:
+        steps = " ".join(f"WHEN {depth} >= {d} THEN {d}" for d in reversed(MILESTONES))
+        level = f"CASE {steps} WHEN {depth} IS NOT NULL THEN 0 END"
     body = (
-        f"SELECT page, {total(click)} AS clicks, {total(f'event = {chosen.quote(PAGE_VIEW)}')} AS page_views,\n"
-        f"  {total('in_grid')} AS placed, {total('NOT in_grid')} AS below,\n"
-        f"  {views} AS scroll_views, {reached_columns}\n"
-        "FROM tallied GROUP BY page"
+        f"SELECT page, event, col, row_index, {level} AS level, sum(events) AS events\n"
+        "FROM tallied GROUP BY page, event, col, row_index, level"
     )
     return _with(ctes, body, chosen)
 
 
-def compile_cells(
-    spec: HeatmapSpec, dialect: str, *, project_id: str = "default", shown: Sequence[str] | None = None
-) -> str:
-    """Clicks per cell of the grid: page, column, row, clicks."""
-    chosen = dialect_named(dialect)
-    body = (
-        f"SELECT page, col, row_index, count(*) FROM located\nWHERE event = {chosen.quote(CLICK)} AND {_in_grid(spec)}\n"
-        "GROUP BY page, col, row_index"
-    )
-    return _with(_scan(spec, chosen, project_id, clicks_only=True, shown=shown), body, chosen)
+def tally_counts(
+    spec: HeatmapSpec, rows: Iterable[Sequence[Any]]
+) -> tuple[list[PageCounts], dict[tuple[str, int, int], int]]:
+    """The pages' totals and the clicks per cell of the grid from the tally's rows."""
+    totals: dict[str, dict[str, Any]] = {}
+    cells: dict[tuple[str, int, int], int] = {}
+    for page, event, column, row, level, count in rows:
+        page, count = str(page), int(count)
+        total = totals.setdefault(
+            page, {"clicks": 0, "views": 0, "placed": 0, "below": 0, "scroll_views": 0, "reached": [0] * len(MILESTONES)}
+        )
+        if event == CLICK:
+            total["clicks"] += count
+            if column is not None and int(row) >= spec.rows:
+                total["below"] += count
+            elif column is not None:
+                total["placed"] += count
+                cells[page, int(column), int(row)] = cells.get((page, int(column), int(row)), 0) + count
+        elif event == PAGE_VIEW:
+            total["views"] += count
+            if spec.scroll_source == "scroll":
+                total["scroll_views"] += count
+        elif level is not None:  # a scroll or page_leave event with a depth
+            if spec.scroll_source == "page_leave":
+                total["scroll_views"] += count
+            for position, depth in enumerate(MILESTONES):
+                if level == depth or (spec.scroll_source == "page_leave" and level >= depth):
+                    total["reached"][position] += count
+    pages = [
+        PageCounts(page, t["clicks"], t["views"], t["placed"], t["below"], t["scroll_views"], tuple(t["reached"]))
+        for page, t in totals.items()
+    ]
+    return pages, cells
 
 
 def compile_rage(
@@ -405,45 +409,68 @@ def compile_rage(
 ) -> str:
     """Rage clicks per cell of the grid: page, column, row, rage clicks, sessions."""
     chosen = dialect_named(dialect)
-    ctes = _scan(spec, chosen, project_id, clicks_only=True, shown=shown)
+    kind = RAGE_CLICK if spec.rage_clicks == "tracked" else CLICK
+    placeable, column, row = _cell_sql(spec)
+    columns = [
+        f"person_id, session_id, {chosen.render('epoch_ms', x='timestamp')} AS ts, event_id",
+        f"{clean_sql(chosen, spec.cleaning, 'path')} AS page, x, y, viewport_width",
+    ]
+    if spec.y_scale == "page":
+        columns.append(f"{_number(chosen, 'page_height')} AS page_height")
+    ctes, where = _scan(spec, chosen, project_id, [kind], shown)
+    ctes.append(
+        ("clicks", "SELECT " + ",\n  ".join(columns) + f"\nFROM events\nWHERE {where}\n  AND x IS NOT NULL AND y IS NOT NULL")
+    )
+    ctes.append(
+        (
+            "located",
+            f"SELECT person_id, session_id, ts, event_id, page, x, y,\n  CASE WHEN {placeable} THEN {column} END AS col,\n"
+            f"  CASE WHEN {placeable} THEN {row} END AS row_index\nFROM clicks",
+        )
+    )
+    materialized: tuple[str, ...] = ()
     if spec.rage_clicks == "tracked":
-        ctes.append(("rage", f"SELECT * FROM located WHERE event = {chosen.quote(RAGE_CLICK)}"))
+        rage = "located"
     else:
-        click = chosen.quote(CLICK)
-        visit = _TEMPLATES[chosen.name]["hash"].format(columns="person_id, session_id, page")
+        rage, materialized = "rage", ("busy", "visits", "candidates")
+        visit = _TEMPLATES[chosen.name]["hash"].format(columns="session_id, page")
         second = f"floor(ts / {RAGE_MS})"
         # A rage click's two clicks before lie in its second of the clock or
-        # the one before, so only clicks in a second that, with the one before,
-        # holds three clicks of the visit can be one: few, so the pairing below
-        # stays small. Each click counts for its second and the next; counting
-        # is a grouping, far cheaper than a window over each visit's clicks.
-        # Visits go by a hash: those sharing one only let more candidates
-        # through, as the pairing compares the visits themselves.
+        # the one before, so one of those two seconds holds two of the three
+        # clicks: only a click in a second with two clicks of its visit, or
+        # in the second after one, can be one. Such seconds are few, and
+        # finding them is one grouping of the clicks' light columns, far
+        # cheaper than a window over each visit's clicks; only the visits
+        # that have one are read whole, and only their clicks are paired.
+        # Visits go by a hash of the session and page alone: visits sharing
+        # one (two persons' sessions with one id, or a collision) only let
+        # more candidates through, as the pairing compares the visits
+        # themselves, person included.
         ctes.append(
             (
                 "busy",
-                f"SELECT {visit} AS visit, {second} + shift AS second\n"
-                "FROM located CROSS JOIN (SELECT 0 AS shift UNION ALL SELECT 1 AS shift) AS shifts\n"
-                f"WHERE event = {click}\nGROUP BY visit, second HAVING count(*) >= {RAGE_CLICKS}",
+                f"SELECT {visit} AS visit, {second} AS second\nFROM clicks\n"
+                f"GROUP BY visit, second HAVING count(*) >= {RAGE_CLICKS - 1}",
             )
         )
+        ctes.append(("visits", f"SELECT * FROM located WHERE {visit} IN (SELECT visit FROM busy)"))
         ctes.append(
             (
                 "candidates",
-                f"SELECT * FROM located WHERE event = {click}"
-                f" AND ({visit}, {second}) IN (SELECT visit, second FROM busy)",
+                f"SELECT * FROM visits\nWHERE ({visit}, {second}) IN (SELECT visit, second FROM busy)\n"
+                f"  OR ({visit}, {second} - 1) IN (SELECT visit, second FROM busy)",
             )
         )
         ctes.append(
             (
                 "rage",
-                # Each candidate with the clicks of its session and page in the
-                # second before it (ties: the smaller event id first), near it.
+                # Each candidate with the clicks of its visit in the second
+                # before it (ties: the smaller event id first), near it.
                 "SELECT c.person_id AS person_id, c.session_id AS session_id, c.event_id AS event_id,"
                 " c.page AS page, c.col AS col, c.row_index AS row_index\n"
-                "FROM located AS o INNER JOIN candidates AS c\n"
+                "FROM visits AS o INNER JOIN candidates AS c\n"
                 "  ON c.person_id = o.person_id AND c.session_id = o.session_id AND c.page = o.page\n"
-                f"WHERE o.event = {click} AND o.ts >= c.ts - {RAGE_MS}\n"
+                f"WHERE o.ts >= c.ts - {RAGE_MS}\n"
                 "  AND (o.ts < c.ts OR (o.ts = c.ts AND o.event_id < c.event_id))\n"
                 f"  AND (o.x - c.x) * (o.x - c.x) + (o.y - c.y) * (o.y - c.y) <= {RAGE_PX * RAGE_PX}\n"
                 "GROUP BY c.person_id, c.session_id, c.event_id, c.page, c.col, c.row_index\n"
@@ -451,33 +478,27 @@ def compile_rage(
             )
         )
     sessions = _TEMPLATES[chosen.name]["distinct_sessions"]
-    body = f"SELECT page, col, row_index, count(*), {sessions}\nFROM rage WHERE {_in_grid(spec)}\nGROUP BY page, col, row_index"
-    return _with(ctes, body, chosen, materialized=("candidates",))
+    body = (
+        f"SELECT page, col, row_index, count(*), {sessions}\nFROM {rage} WHERE col IS NOT NULL AND row_index < {spec.rows}\n"
+        "GROUP BY page, col, row_index"
+    )
+    return _with(ctes, body, chosen, materialized=materialized)
 
 
 def compile(spec: HeatmapSpec, dialect: str, *, project_id: str = "default") -> str:
-    """The three queries of the heatmaps, one after another (each runs alone)."""
+    """The two queries of the heatmaps, one after another (each runs alone)."""
     return ";\n\n".join(
-        build(spec, dialect, project_id=project_id) for build in (compile_pages, compile_cells, compile_rage)
+        build(spec, dialect, project_id=project_id) for build in (compile_tally, compile_rage)
     )
 
 
 def run(database: Database, spec: HeatmapSpec) -> HeatmapResult:
-    """The pages are ranked once, then each of the three queries reads only theirs."""
+    """The pages are ranked once, then each of the two queries reads only theirs."""
     dialect, project = database.backend.dialect, database.project_id
     shown = [str(row[0]) for row in database.query(compile_ranking(spec, dialect, project_id=project)).rows]
     if not shown:
         return assemble(spec, [], {}, {})
-    pages = [
-        PageCounts(str(page), int(clicks), int(views), int(placed), int(below), int(scroll_views), tuple(int(n) for n in reached))
-        for page, clicks, views, placed, below, scroll_views, *reached in database.query(
-            compile_pages(spec, dialect, project_id=project, shown=shown)
-        ).rows
-    ]
-    cells = {
-        (str(page), int(column), int(row)): int(count)
-        for page, column, row, count in database.query(compile_cells(spec, dialect, project_id=project, shown=shown)).rows
-    }
+    pages, cells = tally_counts(spec, database.query(compile_tally(spec, dialect, project_id=project, shown=shown)).rows)
     rage = {
         (str(page), int(column), int(row)): (int(count), int(sessions))
         for page, column, row, count, sessions in database.query(
