@@ -284,6 +284,13 @@ def test_trends_stickiness_and_lifecycle_over_http(server: LiveServer) -> None:
         ("funnel", {"steps": [f"s{i}" for i in range(21)]}, "steps", "2 to 20"),
         ("funnel", {"steps": ["view_product", "purchase"], "filters": [{"field": "path", "op": "regex", "value": "(?<=a)b"}]},
          "filters[0].value", "lookaround"),
+        ("funnel", {"steps": ["view_product", {"event": "purchase", "filters": [{"field": "properties.colour", "op": "eq", "value": "red"}]}]},
+         "steps[1].filters[0].field", "no stored event has the property"),
+        ("funnel", {"steps": ["view_product", "purchase"], "breakdown": "properties.colour"}, "breakdown", "properties.colour"),
+        ("funnel", {"steps": ["view_product", "purchse"]}, "steps[1].event", "did you mean 'purchase'"),
+        ("retention", {"start_event": "view_product", "return_event": {"event": "purchase", "filters": [
+            {"field": "properties.colour", "op": "eq", "value": "red"}]}}, "return_event.filters[0].field", "no stored event has the property"),
+        ("retention", {"start_event": "view_prodct"}, "start_event.event", "did you mean 'view_product'"),
     ],
 )
 def test_bad_names_and_values_are_400s_naming_the_field(

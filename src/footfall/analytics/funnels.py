@@ -65,6 +65,7 @@ from footfall.analytics.common import (
     breakdown_sql,
     check_breakdown,
     check_event_filters,
+    check_names,
     check_range,
     epoch_ms,
     events_where,
@@ -912,25 +913,21 @@ def compile_persons(
 
 
 def check_events(database: Database, spec: FunnelSpec) -> None:
-    """A SpecError for a step or exclusion event the project has never seen
-    (once it has events at all): most likely a typo."""
-    known = {
-        str(row[0])
-        for row in database.query(
-            f"SELECT DISTINCT event FROM events WHERE project_id = {database.backend.quote(database.project_id)}"
-        ).rows
-    }
-    if not known:
-        return
-    named = [(f"steps[{k}].event", s.event) for k, s in enumerate(spec.steps)]
-    named += [(f"exclusions[{j}].event", x.event) for j, x in enumerate(spec.exclusions)]
-    for field, event in named:
-        if event not in known:
-            import difflib
-
-            close = difflib.get_close_matches(event, sorted(known), n=3)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise SpecError(field, f"no event named {event!r} in project {database.project_id!r}{hint}")
+    """A SpecError for a step or exclusion event, or an event property (in a
+    filter or the breakdown), that the project has never seen (once it has
+    events at all): most likely a typo."""
+    filters = [(f"filters[{i}]", f) for i, f in enumerate(spec.filters)]
+    for k, step in enumerate(spec.steps):
+        filters += [(f"steps[{k}].filters[{i}]", f) for i, f in enumerate(step.filters)]
+    for j, exclusion in enumerate(spec.exclusions):
+        filters += [(f"exclusions[{j}].filters[{i}]", f) for i, f in enumerate(exclusion.filters)]
+    check_names(
+        database,
+        events=[(f"steps[{k}].event", s.event) for k, s in enumerate(spec.steps)]
+        + [(f"exclusions[{j}].event", x.event) for j, x in enumerate(spec.exclusions)],
+        filters=filters,
+        properties=[("breakdown", spec.breakdown)] if spec.breakdown and spec.breakdown.startswith("properties.") else [],
+    )
 
 
 def run(database: Database, spec: FunnelSpec, *, known_events_only: bool = True) -> FunnelResult:

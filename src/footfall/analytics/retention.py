@@ -59,7 +59,6 @@ footfall.analytics.errors.SpecError: period: use one of day, week, month; got 'f
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -69,6 +68,7 @@ from footfall.analytics.common import (
     DateRange,
     as_tuple,
     check_event_filters,
+    check_names,
     check_range,
     epoch_ms,
     events_where,
@@ -564,26 +564,20 @@ def compile(spec: RetentionSpec, dialect: str, *, project_id: str = "default") -
 
 
 def check_events(database: Database, spec: RetentionSpec) -> None:
-    """A SpecError for a start or return event the project has never seen
-    (once it has events at all): most likely a typo."""
-    named = [("start_event.event", spec.start_event.event)]
-    if spec.return_event is not None:
-        named.append(("return_event.event", spec.return_event.event))
-    if all(event is None for _, event in named):
-        return
-    known = {
-        str(row[0])
-        for row in database.query(
-            f"SELECT DISTINCT event FROM events WHERE project_id = {database.backend.quote(database.project_id)}"
-        ).rows
-    }
-    if not known:
-        return
-    for field, event in named:
-        if event is not None and event not in known:
-            close = difflib.get_close_matches(event, sorted(known), n=3)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise SpecError(field, f"no event named {event!r} in project {database.project_id!r}{hint}")
+    """A SpecError for a start or return event, or an event property (in a
+    filter or the breakdown), that the project has never seen (once it has
+    events at all): most likely a typo."""
+    events, filters = [], [(f"filters[{i}]", f) for i, f in enumerate(spec.filters)]
+    for name, chosen in (("start_event", spec.start_event), ("return_event", spec.return_event)):
+        if chosen is None:
+            continue
+        if chosen.event is not None:
+            events.append((f"{name}.event", chosen.event))
+        filters += [(f"{name}.filters[{i}]", f) for i, f in enumerate(chosen.filters)]
+    check_names(
+        database, events=events, filters=filters,
+        properties=[("breakdown", spec.breakdown)] if spec.breakdown and spec.breakdown.startswith("properties.") else [],
+    )
 
 
 def run(database: Database, spec: RetentionSpec, *, known_events_only: bool = True) -> RetentionResult:
