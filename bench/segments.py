@@ -9,7 +9,9 @@ sessions, merges, person rows). Then, on the same batches:
 - profiles: ``LiveProfiles.record`` alone;
 - segments: ``SegmentEngine.on_batch`` alone (100 segments from the five
   templates with varied parameters, the due queue, time-based changes);
-- both, as the pipeline will run them;
+- both, as the pipeline will run them; then with the state file the
+  server keeps (``segments.sqlite3``), committed once a second as the
+  server does, and, for comparison, after every batch;
 - per event: the last events fed one at a time to warmed profiles and engine
   (a one-row batch each), giving p50 / p99 / max;
 - peer: ``members_sql`` for the 100 segments on the store (DuckDB, and
@@ -42,6 +44,7 @@ import pyarrow.compute as pc
 from footfall.pipeline import Pipeline
 from footfall.profiles import LiveProfiles
 from footfall.segments import SegmentDefinition, SegmentEngine, SegmentSet, StateFile, run_members
+from footfall.segments.live import COMMIT_EVERY
 from footfall.segments.templates import (
     active_recent,
     cart_abandoners,
@@ -107,12 +110,15 @@ def clock_of(batches: list[Batch]) -> list[datetime]:
 
 
 def run(
-    database: Database, batches: list[Batch], segments: SegmentSet, *, profiles: bool, engine: bool, state: Path | None
+    database: Database, batches: list[Batch], segments: SegmentSet, *, profiles: bool, engine: bool, state: Path | None,
+    commit_every: float = 0.0,
 ) -> tuple[float, float]:
     """Wall and CPU seconds to feed every batch (CPU time is the steadier
     figure on a shared machine)."""
     book = LiveProfiles(database)
-    live = SegmentEngine(segments, engagement=database.config.engagement, state=StateFile(state) if state else None)
+    live = SegmentEngine(
+        segments, engagement=database.config.engagement, state=StateFile(state) if state else None, commit_every=commit_every
+    )
     times = clock_of(batches)
     started, cpu = time.perf_counter(), time.process_time()
     for (events, merges, persons), now in zip(batches, times, strict=True):
@@ -193,13 +199,14 @@ def main() -> None:
             persons = len(database.persons_arrow())
             print(f"\n{kind}: {events:,} events, {persons:,} persons, {len(segments)} segments, batches of {args.batch_rows}")
 
-            for label, profiles, engine, state in (
-                ("profiles only", True, False, None),
-                ("segments only", False, True, None),
-                ("profiles + segments", True, True, None),
-                ("profiles + segments, state file", True, True, workdir / f"{kind}-{uuid.uuid4().hex[:6]}.sqlite3"),
+            for label, profiles, engine, state, every in (
+                ("profiles only", True, False, None, 0.0),
+                ("segments only", False, True, None, 0.0),
+                ("profiles + segments", True, True, None, 0.0),
+                ("  + state file, as the server", True, True, workdir / f"{kind}-{uuid.uuid4().hex[:6]}.sqlite3", COMMIT_EVERY),
+                ("  + state file, every batch", True, True, workdir / f"{kind}-{uuid.uuid4().hex[:6]}.sqlite3", 0.0),
             ):
-                wall, cpu = run(database, batches, segments, profiles=profiles, engine=engine, state=state)
+                wall, cpu = run(database, batches, segments, profiles=profiles, engine=engine, state=state, commit_every=every)
                 print(f"  {label:<34} {events / wall:>10,.0f} events/s   ({wall:.2f} s; by CPU time {events / cpu:,.0f}/s)")
 
             profile_times, segment_times, segment_cpu, scheduler = per_event(database, batches, segments, args.latency_events)

@@ -23,7 +23,9 @@ PASSIVE = {"signal": "passive"}
 
 
 def person_of(database: Database, kind: str, value: str) -> str:
-    return str(database.query(f"SELECT person_id FROM identities WHERE kind = '{kind}' AND value = '{value}'").rows[0][0])
+    """The person an identity belongs to now (ClickHouse may still hold its earlier row)."""
+    [person] = [person for k, v, person in database.identity_rows() if (k, v) == (kind, value)]
+    return person
 
 
 def test_scores_weigh_events_signals_and_age(database: Database) -> None:

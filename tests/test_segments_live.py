@@ -17,6 +17,7 @@ from footfall.api.app import create_app
 from footfall.api.service import Service
 from footfall.pipeline import Pipeline
 from footfall.profiles import LiveProfiles
+from footfall.segments import live as live_module
 from footfall.segments import parse_definition, ready_made, run_members
 from footfall.segments.catalog import SegmentCatalog
 from footfall.segments.live import LiveSegments
@@ -141,6 +142,56 @@ def test_a_restart_resumes_without_repeating_changes_and_follows_new_definitions
     assert {(change.kind, change.segment_id) for change in changes} == {("segment_exited", "buyers")}
     assert {change.person_id for change in changes} == buyers
     assert "buyers" not in changes_in_store(database)
+    second.close()
+    database.close()
+
+
+def test_a_crash_between_commits_loses_nothing_and_repeats_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state file is committed about once a second; a process killed in
+    between restarts from the last commit and replays the change events the
+    store took after it, so that no change is reported twice or missed.
+    Time-based changes (re-evaluations that came due) happen after the
+    commit too: the clock stands about at the end of the first half's
+    traffic, and the due times follow the events."""
+    monkeypatch.setattr(live_module, "COMMIT_EVERY", 3600.0)  # one commit, after the first batch
+    database = Database(DuckDBBackend(tmp_path / "store.duckdb"))
+    database.migrate()
+    catalog = SegmentCatalog(tmp_path, refresh_every=0)
+    for definition in ready_made():
+        catalog.save(definition)
+    traffic = batches()
+    half = len(traffic) // 2
+    clock = Clock(max(max(table["timestamp"].to_pylist()) for table in traffic[:half]))
+    first = LiveSegments(database, catalog, clock=clock)
+    pipeline = Pipeline(database, segments=first)
+    for table in traffic[:half]:
+        clock.moment += timedelta(seconds=1)  # as a wall clock moves: each batch's changes are dated apart
+        pipeline.ingest(table)
+    assert first.engine is not None
+    assert first.engine.state is not None
+    committed = first.engine.state.load().changes_ms
+    assert committed is not None
+    after_commit = database.query(
+        "SELECT count(*), count(DISTINCT properties) FROM events"
+        f" WHERE type = 'segment' AND epoch_ms(received_at) > {committed}"
+    ).rows[0]
+    assert after_commit[0] > 20, "few changes came after the commit: the test shows little"
+    assert after_commit[1] >= 4, "changes of few segments came after the commit"
+    assert first._state is not None
+    first._state.close()  # killed: no commit, the engine's memory is lost
+
+    second = LiveSegments(database, catalog, clock=clock)
+    pipeline = Pipeline(database, segments=second)
+    pipeline.prepare()
+    assert second.changes_written == 0, "a restart re-reported changes the store holds"
+    assert live_members(second) == changes_in_store(database)
+    clock.moment = max(max(table["timestamp"].to_pylist()) for table in traffic)
+    for table in traffic[half:]:
+        pipeline.ingest(table)
+    clock.moment += timedelta(days=40)  # everyone lapses, nobody is still browsing
+    second.tick()
+    assert live_members(second) == sql_members(database, catalog, clock.moment)
+    assert changes_in_store(database) == live_members(second)
     second.close()
     database.close()
 

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -49,7 +51,12 @@ from footfall.segments.language import (
     SegmentDefinition,
     SegmentSet,
 )
-from footfall.segments.load import load_states, load_watermark, persons_received_since
+from footfall.segments.load import (
+    load_states,
+    load_watermark,
+    persons_received_since,
+    stored_changes_after,
+)
 from footfall.segments.schedule import MAX_SEGMENTS, DueQueue, PersonRow, SavedState, StateFile
 from footfall.store.database import Database
 
@@ -104,6 +111,12 @@ class SegmentEngine:
     default; tests pass a controllable one). ``state`` persists memberships
     and the due queue after every call (or at ``commit()``, with
     ``autocommit=False``, e.g. once the changes have been stored as events).
+    With ``commit_every`` (seconds), ``commit_due()`` and autocommit write
+    at most that often: a commit rewrites every changed person's row, so
+    the fewer the cheaper. ``restore`` then recovers what the last commit
+    missed from the change events the store holds (``segment_entered`` and
+    ``segment_exited``, as the server writes them before committing) and by
+    re-evaluating the persons the store took events of since.
     """
 
     def __init__(
@@ -114,6 +127,7 @@ class SegmentEngine:
         state: StateFile | None = None,
         clock: Callable[[], datetime] | None = None,
         autocommit: bool = True,
+        commit_every: float = 0.0,
     ) -> None:
         self.segments = segments if isinstance(segments, SegmentSet) else SegmentSet(segments)
         if len(self.segments) > MAX_SEGMENTS:
@@ -128,8 +142,13 @@ class SegmentEngine:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.now_ms: int | None = None  # the latest time evaluated at
         self.watermark_ms: int | None = None  # the latest received_at seen
+        # The received_at of the last change events the caller stored (it
+        # sets this); committed, so that restore replays those stored after.
+        self.changes_ms: int | None = None
         self.state = state
         self.autocommit = autocommit
+        self.commit_every = commit_every
+        self._committed_at = -math.inf  # time.monotonic() of the last commit
         self._dirty: set[str] = set()  # persons whose saved row is out of date
         self._new: set[str] = set()  # persons first seen in the batch at hand
         self._started = False  # the state file holds this engine's definitions
@@ -433,10 +452,18 @@ class SegmentEngine:
 
     def _autocommit(self) -> None:
         if self.autocommit:
-            self.commit()
+            self.commit_due()
+
+    def commit_due(self) -> bool:
+        """Commit if ``commit_every`` seconds have passed since the last commit."""
+        if time.monotonic() - self._committed_at < self.commit_every:
+            return False
+        self.commit()
+        return True
 
     def commit(self) -> None:
         """Write the memberships and due times changed since the last commit."""
+        self._committed_at = time.monotonic()
         if self.state is None or self.now_ms is None:
             return
         prints = None
@@ -448,7 +475,9 @@ class SegmentEngine:
             prints, self._started = self.fingerprints(), True
         dirty, self._dirty = self._dirty, set()
         rows = [(person, self._row(person)) for person in dirty]
-        self.state.write(rows, clock_ms=self.now_ms, watermark_ms=self.watermark_ms, fingerprints=prints)
+        self.state.write(
+            rows, clock_ms=self.now_ms, watermark_ms=self.watermark_ms, changes_ms=self.changes_ms, fingerprints=prints
+        )
 
     def fingerprints(self) -> dict[str, str]:
         """Per segment, a hash of what decides its members (its condition, those
@@ -490,6 +519,15 @@ class SegmentEngine:
         if saved.clock_ms is None:
             return self.backfill(database, now)
         clock = saved.clock_ms
+        # The changes stored after the last commit (all, if none had been
+        # stored by then), in the order they were made: the members they moved.
+        self.changes_ms = saved.changes_ms
+        for kind, segment_id, person, at in stored_changes_after(database, saved.changes_ms):
+            group = saved.members.setdefault(segment_id, {})
+            if kind == "segment_entered":
+                group[person] = at
+            else:
+                group.pop(person, None)
         self.now_ms = clock
         self.persons = load_states(database, self.plan, clock)
         prints = self.fingerprints()
@@ -544,6 +582,7 @@ class SegmentEngine:
             [(person, self._row(person)) for person in self.persons],
             clock_ms=self.now_ms,
             watermark_ms=self.watermark_ms,
+            changes_ms=self.changes_ms,
             fingerprints=self.fingerprints(),
             replace=True,
         )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # The event type of membership changes (their names are SYSTEM_EVENTS).
 SEGMENT_EVENT_TYPE = "segment"
+# Seconds between commits of the state file. The changes are stored as
+# events first, and a restart recovers from those what the file missed.
+COMMIT_EVERY = 1.0
 
 
 class LiveSegments:
@@ -60,6 +63,7 @@ class LiveSegments:
         self.changes_written = 0
         self.failures = 0  # batches or ticks the engine failed on (it restarts from the store)
         self.last_error: str | None = None
+        self._received = datetime.min.replace(tzinfo=UTC)  # of the last changes written
         self.lock = threading.Lock()
 
     # -- starting -------------------------------------------------------------------
@@ -75,9 +79,12 @@ class LiveSegments:
         if self._state is None:
             self._state = StateFile(self.state_path)
         engine = SegmentEngine(
-            definitions, engagement=self.database.config.engagement, state=self._state, clock=self.clock, autocommit=False
+            definitions, engagement=self.database.config.engagement, state=self._state, clock=self.clock,
+            autocommit=False, commit_every=COMMIT_EVERY,
         )
         changes = engine.restore(self.database)
+        if engine.changes_ms is not None:
+            self._received = max(self._received, datetime.fromtimestamp(engine.changes_ms / 1000, UTC))
         self.engine = engine
         self._broken = False
         self._write(changes, check_stored=True)
@@ -110,7 +117,7 @@ class LiveSegments:
                     # only the time since the engine's saved clock is left.
                     changes = engine.advance()
                 self._write(changes)
-                engine.commit()
+                engine.commit_due()
             except Exception as exc:
                 # The batch is stored whatever happens here. The engine's memory
                 # may be half-updated: restore it from the store before the
@@ -130,7 +137,7 @@ class LiveSegments:
                     return restarted or []
                 changes = engine.advance(now)
                 self._write(changes)
-                engine.commit()
+                engine.commit_due()
             except Exception as exc:
                 self._failed(exc)
                 return []
@@ -151,7 +158,14 @@ class LiveSegments:
             return engine.members(segment_id)
 
     def close(self) -> None:
+        """Commit the state (unless the engine failed: its memory is not to be
+        trusted then) and close the state file."""
         with self.lock:
+            if self.engine is not None and not self._broken:
+                try:
+                    self.engine.commit()
+                except Exception as exc:  # the next start recovers from the store
+                    log.error("segments: the state file could not be committed on close: %s", exc)
             if self._state is not None:
                 self._state.close()
                 self._state = None
@@ -162,7 +176,12 @@ class LiveSegments:
     def _write(self, changes: list[MembershipChange], *, check_stored: bool = False) -> None:
         if not changes:
             return
-        table = changes_table(changes, self.database.project_id, self.clock())
+        # Each write is received later than the one before (whatever the
+        # clock says), so that a restart can replay those after its commit
+        # in the order they were made.
+        received = max(self.clock(), self._received + timedelta(milliseconds=1))
+        self._received = received
+        table = changes_table(changes, self.database.project_id, received)
         if check_stored:
             # Changes recomputed after a restart may be stored already.
             since, until = min(change.at for change in changes), max(change.at for change in changes)
@@ -171,6 +190,8 @@ class LiveSegments:
                 table = table.filter(pc.invert(pc.is_in(table["event_id"], pa.array(sorted(stored)))))
         self.database.insert("events", table)
         self.changes_written += table.num_rows
+        if self.engine is not None:
+            self.engine.changes_ms = int(received.timestamp() * 1000)
 
 
 def changes_table(changes: Sequence[MembershipChange], project_id: str, received_at: datetime) -> pa.Table:

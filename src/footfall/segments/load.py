@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
+from footfall.events.record import SYSTEM_EVENTS
 from footfall.segments.evaluate import PersonState, Plan, Stream, StreamState, window_start
 from footfall.segments.sql import Context, engagement_hours_sql, make_context
 from footfall.store.database import Database
@@ -123,6 +124,31 @@ def persons_received_since(database: Database, since_ms: int) -> list[str]:
         f" AND {received} >= {since_ms}",
     )
     return [str(person) for person in table["person_id"].to_pylist()]
+
+
+def stored_changes_after(database: Database, after_ms: int | None) -> list[tuple[str, str, str, int]]:
+    """The membership changes the store took after ``after_ms`` (all with None; their
+    ``received_at``, which the writer keeps increasing from one write to the
+    next), as (kind, segment id, person, epoch ms), in the order they were
+    made: by write, and within one write by date (a write holds the due
+    re-evaluations first, in time order, then the changes at its time)."""
+    context = make_context(database.backend.dialect, database.project_id, 0)
+    received = context.dialect.render("epoch_ms", x="received_at")
+    stamp = context.dialect.render("epoch_ms", x="timestamp")
+    names = ", ".join(context.quote(name) for name in SYSTEM_EVENTS)
+    table = _query(
+        database,
+        f"SELECT event, properties, person_id, {stamp} AS at FROM events"
+        f" WHERE project_id = {context.quote(database.project_id)} AND event IN ({names})"
+        + (f" AND {received} > {after_ms}" if after_ms is not None else "")
+        + " ORDER BY received_at, timestamp, event_id",
+    )
+    changes = []
+    for event, properties, person, at in _rows(table, "event", "properties", "person_id", "at"):
+        segment = msgspec.json.decode(properties).get("segment_id") if properties else None
+        if isinstance(segment, str):
+            changes.append((str(event), segment, str(person), int(at)))
+    return changes
 
 
 def _query(database: Database, sql: str) -> pa.Table:

@@ -149,6 +149,7 @@ class DueQueue:
 class SavedState:
     clock_ms: int | None = None
     watermark_ms: int | None = None
+    changes_ms: int | None = None  # the received_at of the last change events stored before the commit
     fingerprints: dict[str, str] = field(default_factory=dict)
     members: dict[str, dict[str, int]] = field(default_factory=dict)  # segment -> person -> since
     due: dict[str, dict[str, int]] = field(default_factory=dict)  # segment -> person -> time
@@ -213,6 +214,7 @@ class StateFile:
         meta = dict(self._connection.execute("SELECT key, value FROM meta").fetchall())
         saved.clock_ms = int(meta["clock_ms"]) if "clock_ms" in meta else None
         saved.watermark_ms = int(meta["watermark_ms"]) if "watermark_ms" in meta else None
+        saved.changes_ms = int(meta["changes_ms"]) if "changes_ms" in meta else None
         slots = {}
         for slot, segment, fingerprint in self._connection.execute("SELECT slot, segment_id, fingerprint FROM segments"):
             slots[slot] = segment
@@ -231,6 +233,7 @@ class StateFile:
         *,
         clock_ms: int,
         watermark_ms: int | None,
+        changes_ms: int | None = None,
         fingerprints: dict[str, str] | None = None,
         replace: bool = False,
     ) -> None:
@@ -259,6 +262,8 @@ class StateFile:
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('clock_ms', ?)", (str(clock_ms),))
             if watermark_ms is not None:
                 connection.execute("INSERT OR REPLACE INTO meta VALUES ('watermark_ms', ?)", (str(watermark_ms),))
+            if changes_ms is not None:
+                connection.execute("INSERT OR REPLACE INTO meta VALUES ('changes_ms', ?)", (str(changes_ms),))
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
