@@ -509,25 +509,32 @@ class SegmentEngine:
         self._write_all()
         return changes
 
-    def restore(self, database: Database, now: datetime | None = None) -> list[MembershipChange]:
+    def restore(
+        self, database: Database, now: datetime | None = None, *, replay_stored_changes: bool = False
+    ) -> list[MembershipChange]:
         """Start again after a stop: load the state from the store, and the
         memberships and due queue from the state file (or ``backfill`` without
-        one). Persons whose events the store took after the last commit are
-        re-evaluated, as is every person for segments whose definition
-        changed. Call ``advance`` next to catch up with the time."""
+        one). With ``replay_stored_changes`` (for a caller that stores this
+        engine's changes as events and sets ``changes_ms``, as the server
+        does), the changes stored after the last commit are applied to the
+        saved memberships first. Persons whose events the store took after
+        the last commit are re-evaluated, as is every person for segments
+        whose definition changed. Call ``advance`` next to catch up with the
+        time."""
         saved = self.state.load() if self.state is not None else SavedState()
         if saved.clock_ms is None:
             return self.backfill(database, now)
         clock = saved.clock_ms
-        # The changes stored after the last commit (all, if none had been
-        # stored by then), in the order they were made: the members they moved.
         self.changes_ms = saved.changes_ms
-        for kind, segment_id, person, at in stored_changes_after(database, saved.changes_ms):
-            group = saved.members.setdefault(segment_id, {})
-            if kind == "segment_entered":
-                group[person] = at
-            else:
-                group.pop(person, None)
+        if replay_stored_changes:
+            # The changes stored after the last commit (all, if none had been
+            # stored by then), in the order they were made: the members they moved.
+            for kind, segment_id, person, at in stored_changes_after(database, saved.changes_ms):
+                group = saved.members.setdefault(segment_id, {})
+                if kind == "segment_entered":
+                    group[person] = at
+                else:
+                    group.pop(person, None)
         self.now_ms = clock
         self.persons = load_states(database, self.plan, clock)
         prints = self.fingerprints()

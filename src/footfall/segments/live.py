@@ -82,7 +82,7 @@ class LiveSegments:
             definitions, engagement=self.database.config.engagement, state=self._state, clock=self.clock,
             autocommit=False, commit_every=COMMIT_EVERY,
         )
-        changes = engine.restore(self.database)
+        changes = engine.restore(self.database, replay_stored_changes=True)
         if engine.changes_ms is not None:
             self._received = max(self._received, datetime.fromtimestamp(engine.changes_ms / 1000, UTC))
         self.engine = engine
