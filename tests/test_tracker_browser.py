@@ -11,6 +11,7 @@ anonymous id, by which its events are found.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import threading
@@ -112,6 +113,32 @@ window.fetch = function (url, ...rest) {
   return originalFetch.call(this, url, ...rest);
 };
 """
+
+# Times each of the page's fetch calls to the collector on the page's own clock:
+# when it was made and when its answer (or failure) came back.
+TIME_FETCHES = """
+window.__sends = [];
+const originalFetch = window.fetch;
+window.fetch = function (url, ...rest) {
+  if (!String(url).includes("/v1/batch")) return originalFetch.call(this, url, ...rest);
+  const send = { start: performance.now(), end: null };
+  window.__sends.push(send);
+  return originalFetch.call(this, url, ...rest).finally(() => { send.end = performance.now(); });
+};
+"""
+
+# What the page keeps in localStorage for sending later (its offline queue).
+QUEUED = """() => Object.keys(localStorage).filter(key => key.startsWith("ff_q_"))
+  .flatMap(key => JSON.parse(localStorage.getItem(key)))"""
+
+# Scrolls to y, then waits for the tracker's measurement (100 ms after a scroll event).
+SCROLL_TO = """y => new Promise(done => {
+  const before = scrollY;
+  const measured = () => setTimeout(done, 150);
+  addEventListener("scroll", measured, { once: true });
+  scrollTo(0, y);
+  if (scrollY === before) { removeEventListener("scroll", measured); done(); }
+})"""
 
 
 class PageSite:
@@ -232,6 +259,25 @@ def batch_requests(page: Page) -> list[str]:
     return seen
 
 
+
+def queued(page: Page) -> list[dict[str, Any]]:
+    """The messages the page keeps in localStorage until they are sent."""
+    messages: list[dict[str, Any]] = page.evaluate(QUEUED)
+    return messages
+
+
+def sent_once_queue_is_empty(page: Page) -> None:
+    """Waits until the tracker has sent everything (its queue leaves localStorage)."""
+    page.wait_for_function(f"({QUEUED})().length === 0", timeout=15_000)
+
+
+def scroll_to(page: Page, y: float) -> None:
+    page.evaluate(SCROLL_TO, y)
+
+
+def message_ids(body: dict[str, Any]) -> list[str]:
+    return [message["messageId"] for message in body["batch"]]
+
 # -- the script itself ----------------------------------------------------------------
 
 
@@ -294,6 +340,66 @@ def test_page_view_scroll_depth_and_a_click_with_its_coordinates(context: Browse
     page_height = page.evaluate("document.documentElement.scrollHeight")
     assert (properties["page_width"], properties["page_height"]) == (1280, page_height)
     assert (properties["x"], properties["y"]) == (click["x"], click["y"])
+
+
+def test_a_link_click_carries_its_absolute_href(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    page = open_page(context, site.url + "/")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    page.click("#to-b")  # href="/b", named by data-ff
+    page.wait_for_function("location.pathname === '/b'")
+    page.click("#to-c")  # href="/c", no data-ff: named by its selector
+    page.evaluate("footfall.flush()")
+
+    rows = stored(server, anonymous_id, has("click", 2))
+    clicks = [(row["path"], row["properties"]) for row in named(rows, "click")]
+    assert [(path, {key: properties[key] for key in ("element", "tag", "selector", "text", "href")}) for path, properties in clicks] == [
+        ("/", {"element": "to-b", "tag": "a", "selector": "#to-b", "text": "Go to B", "href": site.url + "/b"}),
+        ("/b", {"element": "#to-c", "tag": "a", "selector": "#to-c", "text": "Go to C", "href": site.url + "/c"}),
+    ]
+    assert {properties["signal"] for _, properties in clicks} == {"active"}
+
+
+def test_page_leave_after_scrolling_to_the_bottom_reports_max_scroll_100(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    page = open_page(context, site.url + "/")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    scroll_to(page, page.evaluate("document.documentElement.scrollHeight"))
+    page.close()  # page_leave goes by beacon
+
+    rows = stored(server, anonymous_id, lambda rows: has("page_leave")(rows) and has("scroll", 4)(rows))
+    assert sorted(row["properties"]["depth"] for row in named(rows, "scroll")) == [25, 50, 75, 100]
+    (leave,) = named(rows, "page_leave")
+    assert (leave["path"], leave["properties"]["max_scroll"]) == ("/", 100)
+
+
+def test_page_leave_reports_the_deepest_scroll_not_the_last(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    page = open_page(context, site.url + "/")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    height, viewport = page.evaluate("[document.documentElement.scrollHeight, innerHeight]")
+    scroll_to(page, round(height * 0.62) - viewport)  # the bottom of the screen at 62 % of the page
+    deepest = page.evaluate("Math.ceil((scrollY + innerHeight) / document.documentElement.scrollHeight * 100)")
+    scroll_to(page, 0)  # back to the top before leaving
+    page.evaluate("history.pushState({}, '', '/next')")
+    page.evaluate("footfall.flush()")
+
+    rows = stored(server, anonymous_id, has("page_leave"))
+    assert 50 <= deepest < 75
+    assert sorted(row["properties"]["depth"] for row in named(rows, "scroll")) == [25, 50]
+    (leave,) = named(rows, "page_leave")
+    assert (leave["path"], leave["properties"]["max_scroll"]) == ("/", deepest)
+
+
+def test_a_scroll_just_before_leaving_still_counts(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    """Scroll events are measured on a timer; leaving measures once more, so
+    a scroll to the bottom in the same instant as the route change counts."""
+    page = open_page(context, site.url + "/")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    page.evaluate("scrollTo(0, document.documentElement.scrollHeight); history.pushState({}, '', '/next')")
+    page.evaluate("footfall.flush()")
+
+    rows = stored(server, anonymous_id, has("page_leave"))
+    (leave,) = named(rows, "page_leave")
+    assert (leave["path"], leave["properties"]["max_scroll"]) == ("/", 100)
+    assert sorted(row["properties"]["depth"] for row in named(rows, "scroll") if row["path"] == "/") == [25, 50, 75, 100]
 
 
 def test_single_page_app_history_changes_are_page_views(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
@@ -366,6 +472,52 @@ def test_rage_clicks(context: BrowserContext, server: LiveServer, site: PageSite
     assert [row["properties"]["element"] for row in named(rows, "click")] == ["like", "like"]
 
 
+def test_rage_clicks_need_three_clicks_within_a_second_and_30_px(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    page = open_page(context, site.url + "/")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    box = page_box(page, "#plain")  # the page is not scrolled: page and viewport coordinates agree
+    y = box["top"] + box["height"] / 2
+    # Three quick clicks 20 px apart: each near the one before, but the first
+    # and the last 40 px apart. Not rage.
+    for x in (400, 420, 440):
+        page.mouse.click(x, y)
+    # Three clicks on one spot, 600 ms apart: never three within a second. Not rage.
+    page.mouse.click(800, y)
+    page.wait_for_timeout(600)
+    page.mouse.click(800, y)
+    page.wait_for_timeout(600)
+    page.mouse.click(800, y)
+    # Three quick clicks, the first and the last exactly 30 px apart: rage.
+    for x in (100, 115, 130):
+        page.mouse.click(x, y)
+    page.evaluate("history.pushState({}, '', '/next')")  # leaving ends the burst at once
+    page.evaluate("footfall.flush()")
+
+    rows = stored(server, anonymous_id, lambda rows: has("rage_click")(rows) and has("page_leave")(rows))
+    (rage,) = named(rows, "rage_click")
+    assert (rage["properties"]["clicks"], rage["properties"]["selector"]) == (3, "#plain")
+    assert (rage["x"], round(rage["y"])) == (130, round(y))  # where the third click made it rage
+
+
+def test_a_burst_elsewhere_is_a_rage_click_of_its_own(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    """Two bursts far apart, the second begun within a second of the first:
+    two rage clicks, each where its own third click was, not one of six clicks."""
+    page = open_page(context, site.url + "/")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    box = page_box(page, "#plain")
+    y = box["top"] + box["height"] / 2
+    for x in (100, 105, 110):
+        page.mouse.click(x, y)
+    for x in (600, 605, 610):
+        page.mouse.click(x, y)
+    page.evaluate("history.pushState({}, '', '/next')")  # leaving ends the second burst
+    page.evaluate("footfall.flush()")
+
+    rows = stored(server, anonymous_id, lambda rows: len(named(rows, "rage_click")) >= 2 and has("page_leave")(rows))
+    bursts = sorted((row["x"], row["properties"]["clicks"]) for row in named(rows, "rage_click"))
+    assert bursts == [(110, 3), (610, 3)]
+
+
 def test_form_submits_never_carry_what_was_typed(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
     secrets = ("secret-mail-7731@example.com", "hunter2-secret-pw", "secret-note-4410")
     page = open_page(context, site.url + "/")
@@ -417,6 +569,94 @@ def test_events_queued_offline_arrive_once_back_online(context: BrowserContext, 
     assert sorted(row["properties"]["number"] for row in events) == [0, 1, 2, 3, 4]
     assert len({row["event_id"] for row in rows}) == len(rows)
     assert {row["properties"]["signal"] for row in events} == {"active"}  # track adds it unless given
+
+
+def test_offline_the_queue_keeps_only_the_newest_max_queue_events(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    page = open_page(context, site.url + "/", maxQueue=3)
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    sent_once_queue_is_empty(page)  # the page view is out of the way
+    context.set_offline(True)
+    sizes = []
+    for number in range(8):
+        page.evaluate(f"footfall.track('capped', {{number: {number}}})")
+        sizes.append(len(queued(page)))
+    page.evaluate("footfall.flush()")  # fails offline: all stays queued
+    assert sizes == [1, 2, 3, 3, 3, 3, 3, 3]
+    assert [message["properties"]["number"] for message in queued(page)] == [5, 6, 7]  # the oldest went first
+    context.set_offline(False)
+    sent_once_queue_is_empty(page)
+    server.wait_until_stored()
+
+    rows = stored(server, anonymous_id, has("capped", 3))
+    assert [row["properties"]["number"] for row in named(rows, "capped")] == [5, 6, 7]
+
+
+def test_flush_at_sends_a_batch_as_soon_as_that_many_events_are_queued(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    page = open_page(context, site.url + "/", flushInterval=600_000, flushAt=4)
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    bodies: list[dict[str, Any]] = []
+    page.on("request", lambda request: bodies.append(json.loads(request.post_data or "{}")) if "/v1/batch" in request.url else None)
+    page.evaluate("footfall.track('counted', {number: 0}); footfall.track('counted', {number: 1})")
+    page.wait_for_timeout(300)
+    assert len(queued(page)) == 3  # the page view and two events: one short of flushAt
+    assert bodies == []
+    page.evaluate("footfall.track('counted', {number: 2})")  # the fourth: sent at once, no flush() call
+    sent_once_queue_is_empty(page)
+
+    rows = stored(server, anonymous_id, has("counted", 3))
+    assert [row["properties"]["number"] for row in named(rows, "counted")] == [0, 1, 2]
+    assert len(named(rows, "page_view")) == 1
+    assert [len(body["batch"]) for body in bodies] == [4]  # one batch of all four
+
+
+def test_a_retry_after_a_lost_answer_resends_the_same_message_ids_and_stores_once(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def collector(route: Any) -> None:
+        bodies.append(json.loads(route.request.post_data))
+        if len(bodies) == 1:
+            route.fetch()  # the collector gets the batch and stores it...
+            route.fulfill(status=503, body="{}", headers={"Access-Control-Allow-Origin": "*"})  # ...the page hears 503
+        else:
+            route.continue_()
+
+    context.route(f"{server.url}/v1/batch", collector)
+    page = open_page(context, site.url + "/", flushInterval=600_000, flushAt=1000)
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    for number in range(3):
+        page.evaluate(f"footfall.track('retried', {{number: {number}}})")
+    page.evaluate("footfall.flush()")
+    sent_once_queue_is_empty(page)  # the retry, after a backoff of 0.5 to 1 s
+    server.wait_until_stored()
+
+    assert len(bodies) == 2
+    first = message_ids(bodies[0])
+    assert len(first) == 4  # the page view and the three events
+    assert message_ids(bodies[1]) == first
+    rows = stored(server, anonymous_id, has("retried", 3))
+    assert sorted(row["event_id"] for row in rows) == sorted(first)  # each event once
+
+
+def test_retries_back_off_exponentially_with_jitter(context: BrowserContext, site: PageSite, server: LiveServer) -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def always_503(route: Any) -> None:
+        bodies.append(json.loads(route.request.post_data))
+        route.fulfill(status=503, body="{}", headers={"Access-Control-Allow-Origin": "*"})
+
+    context.route(f"{server.url}/v1/batch", always_503)
+    context.add_init_script(TIME_FETCHES)
+    page = open_page(context, site.url + "/")
+    # The first send and three retries: 1 s, 2 s and 4 s, each times 0.5 to 1.
+    page.wait_for_function("window.__sends.length >= 4", timeout=20_000)
+    sends = page.evaluate("window.__sends")
+    waits = [after["start"] - before["end"] for before, after in itertools.pairwise(sends[:4])]
+    for attempt, wait in enumerate(waits):
+        base = 1000 * 2**attempt
+        # Never before half the base; late timers on a busy machine get some slack.
+        assert base / 2 - 5 <= wait <= base + 750, waits
+    assert waits[2] > waits[0] + 1000, waits
+    assert all(message_ids(body) == message_ids(bodies[0]) for body in bodies), "a retry sends the same messages"
 
 
 def test_a_page_closed_offline_leaves_its_events_to_the_next_page(context: BrowserContext, server: LiveServer, site: PageSite) -> None:
@@ -650,3 +890,38 @@ def test_demo_shop_journey(context: BrowserContext, server: LiveServer) -> None:
         shown = json.loads(response.read())["events"]
     assert 0 < len(shown) <= 20
     assert all(set(event) == {"timestamp", "event", "path", "properties"} for event in shown)
+
+
+def test_demo_shop_scroll_hover_offline_and_close(context: BrowserContext, server: LiveServer) -> None:
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_function("window.footfall && footfall.anonymousId()")
+    anonymous_id = page.evaluate("footfall.anonymousId()")
+    page.hover(".card[data-ff-hover='card-1']")
+    page.wait_for_timeout(500)  # longer than minHoverMs (300 ms)
+    page.mouse.move(5, 5)  # off the card: the hover ends
+    scroll_to(page, page.evaluate("document.documentElement.scrollHeight"))
+    page.evaluate("footfall.flush()")
+    sent_once_queue_is_empty(page)
+
+    context.set_offline(True)
+    for number in range(2):
+        page.evaluate(f"footfall.track('shop_offline', {{number: {number}}})")
+    page.evaluate("footfall.flush()")  # fails offline: kept for later
+    assert sorted(message["event"] for message in queued(page) if message.get("event") == "shop_offline") == ["shop_offline"] * 2
+    context.set_offline(False)  # "online": sent at once
+    sent_once_queue_is_empty(page)
+    page.close()  # page_leave goes by beacon
+
+    stored(server, anonymous_id, lambda rows: has("page_leave")(rows) and has("shop_offline", 2)(rows))
+    server.wait_until_stored()  # then nothing more is on its way
+    rows = stored(server, anonymous_id, has("page_leave"))
+    assert len({row["event_id"] for row in rows}) == len(rows)
+    assert sorted(row["properties"]["number"] for row in named(rows, "shop_offline")) == [0, 1]  # each once
+    assert sorted(row["properties"]["depth"] for row in named(rows, "scroll")) == [25, 50, 75, 100]
+    (hover,) = named(rows, "hover")
+    assert hover["properties"]["element"] == "card-1"
+    assert 400 <= hover["properties"]["duration_ms"] <= 3000
+    (leave,) = named(rows, "page_leave")
+    assert (leave["path"], leave["properties"]["max_scroll"]) == ("/", 100)
+    assert leave["properties"]["dwell_ms"] > 0

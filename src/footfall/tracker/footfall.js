@@ -295,6 +295,7 @@
 
   function leave() {
     if (!current) return;
+    measureScroll(); // a scroll not measured yet still counts
     endRage();
     hovering.forEach((_, element) => endHover(element));
     const page = current;
@@ -418,6 +419,7 @@
     if (geometry.x === undefined) return;
     const { x, y } = geometry;
     const t = event.timeStamp;
+    if (rage && Math.hypot(rage.x - x, rage.y - y) > RAGE_PX) endRage(); // a click elsewhere ends the burst
     recent = recent.filter((c) => t - c.t <= RAGE_MS && Math.hypot(c.x - x, c.y - y) <= RAGE_PX);
     recent.push({ t, x, y });
     if (recent.length < RAGE_CLICKS) return;
