@@ -152,6 +152,7 @@ class SegmentEngine:
         self._dirty: set[str] = set()  # persons whose saved row is out of date
         self._new: set[str] = set()  # persons first seen in the batch at hand
         self._started = False  # the state file holds this engine's definitions
+        self._rewrite = False  # the next commit saves the whole state (after restore or backfill)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -473,6 +474,9 @@ class SegmentEngine:
                     f"{self.state.path} holds memberships from an earlier run: call restore() before feeding the engine"
                 )
             prints, self._started = self.fingerprints(), True
+        if self._rewrite:
+            self._save_all()
+            return
         dirty, self._dirty = self._dirty, set()
         rows = [(person, self._row(person)) for person in dirty]
         self.state.write(
@@ -560,10 +564,11 @@ class SegmentEngine:
         ]
         changes += self._drop_vanished("reconcile", clock)
         self._sync_member_bits()
-        if saved.watermark_ms is not None:
-            for person in persons_received_since(database, saved.watermark_ms - RECONCILE_SLACK_MS):
-                if person in self.persons:
-                    changes.extend(self._evaluate(person, self.plan.all & ~stale, clock, "reconcile"))
+        # Saved when the store held nothing (no watermark), every person came after.
+        since = None if saved.watermark_ms is None else saved.watermark_ms - RECONCILE_SLACK_MS
+        for person in persons_received_since(database, since) if since is not None else list(self.persons):
+            if person in self.persons:
+                changes.extend(self._evaluate(person, self.plan.all & ~stale, clock, "reconcile"))
         if stale:
             for person in self.persons:
                 changes.extend(self._evaluate(person, stale, clock, "definition"))
@@ -581,10 +586,21 @@ class SegmentEngine:
         return changes
 
     def _write_all(self) -> None:
+        """Save the whole state after a restore or backfill: at once with
+        autocommit, else at the caller's next ``commit`` (once it has stored
+        the changes, so the file is never ahead of the store)."""
         if self.state is None or self.now_ms is None:
             return
-        self._dirty = set()
         self._started = True
+        self._rewrite = True
+        if self.autocommit:
+            self._save_all()
+
+    def _save_all(self) -> None:
+        assert self.state is not None
+        assert self.now_ms is not None
+        self._rewrite = False
+        self._dirty = set()
         self.state.write(
             [(person, self._row(person)) for person in self.persons],
             clock_ms=self.now_ms,

@@ -88,6 +88,7 @@ class LiveSegments:
         self.engine = engine
         self._broken = False
         self._write(changes, check_stored=True)
+        engine.commit()  # the restored state, saved once its changes are stored
         return changes
 
     def _current(self) -> tuple[SegmentEngine | None, list[MembershipChange] | None]:
