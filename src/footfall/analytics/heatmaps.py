@@ -211,14 +211,18 @@ def assemble(
     if spec.page is not None and spec.page not in found:
         found[spec.page] = PageCounts(spec.page, 0, 0, 0, 0, 0, (0,) * len(MILESTONES))
     ordered = rank_pages(((c.page, c.clicks, c.page_views) for c in found.values()), spec.page_limit)
+    # Cells and hot spots by page, in one pass each.
+    cells_of: dict[str, dict[tuple[int, int], int]] = {}
+    for (page, column, row), count in cells.items():
+        cells_of.setdefault(page, {})[row, column] = count
+    spots_of: dict[str, list[RageHotspot]] = {}
+    for (page, column, row), (clicks, sessions) in rage.items():
+        spots_of.setdefault(page, []).append(RageHotspot(column, row, clicks, sessions))
     heatmaps = []
     for name in ordered:
         counts = found[name]
-        hot = sorted(
-            (RageHotspot(column, row, clicks, sessions) for (page, column, row), (clicks, sessions) in rage.items() if page == name),
-            key=lambda h: (-h.rage_clicks, -h.sessions, h.row, h.column),
-        )[: spec.hotspot_limit]
-        mine = {(row, column): count for (page, column, row), count in cells.items() if page == name}
+        hot = sorted(spots_of.get(name, ()), key=lambda h: (-h.rage_clicks, -h.sessions, h.row, h.column))[: spec.hotspot_limit]
+        mine = cells_of.get(name, {})
         if spec.y_scale == "page":
             height = spec.rows
         else:
@@ -373,34 +377,36 @@ def tally_counts(
     spec: HeatmapSpec, rows: Iterable[Sequence[Any]]
 ) -> tuple[list[PageCounts], dict[tuple[str, int, int], int]]:
     """The pages' totals and the clicks per cell of the grid from the tally's rows."""
-    totals: dict[str, dict[str, Any]] = {}
+    totals: dict[str, list[int]] = {}  # page -> clicks, views, placed, below, scroll views, reached per milestone
     cells: dict[tuple[str, int, int], int] = {}
-    for page, event, column, row, level, count in rows:
-        page, count = str(page), int(count)
-        total = totals.setdefault(
-            page, {"clicks": 0, "views": 0, "placed": 0, "below": 0, "scroll_views": 0, "reached": [0] * len(MILESTONES)}
-        )
+    leaves = spec.scroll_source == "page_leave"
+    rows_below = spec.rows
+    for page, event, column, row, level, number in rows:
+        count = int(number)
+        total = totals.get(page)
+        if total is None:
+            total = totals[page] = [0] * (5 + len(MILESTONES))
         if event == CLICK:
-            total["clicks"] += count
-            if column is not None and int(row) >= spec.rows:
-                total["below"] += count
-            elif column is not None:
-                total["placed"] += count
-                cells[page, int(column), int(row)] = cells.get((page, int(column), int(row)), 0) + count
+            total[0] += count
+            if column is None:
+                continue
+            if row >= rows_below:
+                total[3] += count
+            else:
+                total[2] += count
+                key = (str(page), int(column), int(row))
+                cells[key] = cells.get(key, 0) + count
         elif event == PAGE_VIEW:
-            total["views"] += count
-            if spec.scroll_source == "scroll":
-                total["scroll_views"] += count
+            total[1] += count
+            if not leaves:
+                total[4] += count
         elif level is not None:  # a scroll or page_leave event with a depth
-            if spec.scroll_source == "page_leave":
-                total["scroll_views"] += count
+            if leaves:
+                total[4] += count
             for position, depth in enumerate(MILESTONES):
-                if level == depth or (spec.scroll_source == "page_leave" and level >= depth):
-                    total["reached"][position] += count
-    pages = [
-        PageCounts(page, t["clicks"], t["views"], t["placed"], t["below"], t["scroll_views"], tuple(t["reached"]))
-        for page, t in totals.items()
-    ]
+                if level == depth or (leaves and level >= depth):
+                    total[5 + position] += count
+    pages = [PageCounts(str(page), t[0], t[1], t[2], t[3], t[4], tuple(t[5:])) for page, t in totals.items()]
     return pages, cells
 
 
