@@ -12,8 +12,9 @@ One run, one machine, four measurements:
   during the phase and how long it took to drain afterwards).
 - freshness: at half the peak rate, the time from a batch's 200 to its events
   being queryable through ``/v1/sql``. The benchmark polls every 50 ms for the
-  last message id of each acknowledged batch (a batch is one intake record and
-  is stored in one transaction), so figures are upper bounds at 50 ms resolution.
+  last message ids of the batches received since the oldest one still waiting
+  (a batch is one intake record and is stored in one transaction), so figures
+  are upper bounds at 50 ms resolution.
 - exactly once: after draining, ``count(*)`` of stored events equals the events
   acknowledged, and every stored event id is distinct.
 - ceiling: after the server has stopped, the same messages, parsed in this
@@ -66,7 +67,7 @@ from typing import Any
 import pyarrow as pa
 
 from footfall.events.parse import DEFAULT_MAX_MESSAGE_BYTES
-from footfall.events.record import events_to_table
+from footfall.events.record import rows_to_table
 from footfall.intake.admission import IntakeBatch, admit_batch, decode_record, encode_record
 from footfall.intake.plans import PlanBook
 from footfall.intake.worker import Unpacked, unpack
@@ -85,6 +86,7 @@ PLACEHOLDER = "~" * TOKEN_WIDTH
 CEILING_PHASE = 0xF
 CHUNK_ROWS = 50_000
 POLL_SECONDS = 0.05
+CLOCK_SLACK_SECONDS = 1.0  # between this process's monotonic clock and the server's wall clock
 REQUEST_TIMEOUT = 60.0
 MAX_SAMPLES = 5  # non-200 answers and failures shown per generator, besides the counts
 
@@ -441,7 +443,7 @@ async def send_batches(
         answered = time.monotonic()
         tally.record(status, body, began, answered)
         if status == 200 and acks is not None:
-            acks.put((marker_id(token), answered))
+            acks.put((marker_id(token), began, answered))
         if not keep_alive:
             streams[1].close()
             streams = None
@@ -600,27 +602,34 @@ def run_freshness(
     acks = multiprocessing.get_context("spawn").Queue()
     load = Load(server, phase=phase, seconds=seconds, concurrency=concurrency, processes=processes,
                 events_per_second=events_per_second, acks=acks)
-    # Every event of this phase was received after this; the bound lets the
-    # store skip older row groups, so polling costs the server little.
-    since = iso(datetime.now(UTC) - timedelta(seconds=1))
     load.start()
-    pending: dict[str, float] = {}
+    pending: dict[str, tuple[float, float]] = {}  # marker: when its request was sent, answered
     freshness: list[float] = []
+    markers = f"bench-{phase:x}%-{BATCH_EVENTS - 1:03d}"  # this phase's batches' last message ids
 
     def poll() -> None:
         while True:
             try:
-                marker, acknowledged = acks.get_nowait()
+                marker, sent, acknowledged = acks.get_nowait()
             except queue.Empty:
                 break
-            pending[marker] = acknowledged
+            pending[marker] = (sent, acknowledged)
         if not pending:
             return
+        # The batches waiting were received after the oldest was sent: the bound lets
+        # the store skip every older row group, so a poll reads only the last
+        # seconds of events and its text stays the same size however many
+        # batches wait. (A list of the waiting ids grows with the lag, and
+        # parsing it cost the server more than the scan.)
         asked = time.monotonic()
-        listed = ", ".join(f"'{marker}'" for marker in pending)
-        query = f"SELECT event_id FROM events WHERE received_at >= TIMESTAMPTZ '{since}' AND event_id IN ({listed})"
+        first_sent = min(sent for sent, _ in pending.values())
+        oldest = datetime.now(UTC) - timedelta(seconds=asked - first_sent + CLOCK_SLACK_SECONDS)
+        query = (f"SELECT event_id FROM events WHERE received_at >= TIMESTAMPTZ '{iso(oldest)}'"
+                 f" AND event_id LIKE '{markers}'")
         for (event_id,) in server.sql(query):
-            freshness.append(asked - pending.pop(event_id))
+            times = pending.pop(event_id, None)
+            if times is not None:
+                freshness.append(asked - times[1])
 
     def poll_until(done: Callable[[], bool], deadline: float) -> None:
         while not done() and time.monotonic() < deadline:
@@ -639,7 +648,7 @@ def run_freshness(
 class CeilingResult:
     events: int
     door_per_second: float  # admit_batch + encode_record, one core
-    parse_per_second: float  # decode_record + unpack + events_to_table, one core
+    parse_per_second: float  # decode_record + unpack + rows_to_table, one core
     insert_per_second: float
     pipeline_per_second: float
 
@@ -679,7 +688,7 @@ def worker_parse(record: bytes) -> pa.Table:
     """What the intake worker does with a log record before the pipeline: decode, normalise, tabulate."""
     unpacked = Unpacked()
     unpack(decode_record(record), NO_PLANS, project_id="default", anonymize_all_ips=False, into=unpacked)
-    return events_to_table(unpacked.events)
+    return rows_to_table(unpacked.rows, "default")
 
 
 def run_ceiling(events: int, processes: int, workdir: Path) -> CeilingResult:

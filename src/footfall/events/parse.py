@@ -7,6 +7,7 @@ message by message, so one bad message never rejects its neighbours.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ from footfall.events.messages import (
     ScreenView,
     Track,
 )
-from footfall.events.record import SYSTEM_EVENTS, Event
+from footfall.events.record import MESSAGE_COLUMNS, SYSTEM_EVENTS, Event
 
 MAX_ID_LENGTH = 255
 MAX_EVENT_NAME_LENGTH = 255
@@ -314,6 +315,114 @@ def event_time(message: Message, *, received_at: datetime, batch_sent_at: dateti
     return timestamp
 
 
+def anonymize_ip(ip: str) -> str | None:
+    """Zero the host part: the last octet of IPv4, the last 80 bits of IPv6.
+
+    >>> anonymize_ip("203.0.113.77"), anonymize_ip("2001:db8:1:2:3:4:5:6")
+    ('203.0.113.0', '2001:db8:1::')
+    """
+    try:
+        address = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        return None  # not an address: nothing safe to keep
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
+
+
+def event_values(
+    message: Message,
+    *,
+    raw: bytes,
+    received_at: datetime,
+    batch_sent_at: datetime | None = None,
+    trust_received_at: bool = False,
+    client_ip: str | None = None,
+    drop_ip: bool = False,
+    anonymize: bool = False,
+) -> tuple[Any, ...]:
+    """Normalise a decoded message into the values of ``MESSAGE_COLUMNS``.
+
+    ``client_ip`` is the request's address, for a message without
+    ``context.ip``; ``drop_ip`` stores no address, ``anonymize`` zeroes its
+    host part. The intake path calls this tens of thousands of times a second:
+    it reads each field once and builds no intermediate record.
+    """
+    anonymous_id, user_id = check_message(message)
+    name, properties = event_payload(message)
+    received = as_utc(message.received_at) if trust_received_at and message.received_at else received_at
+    assert received is not None
+    timestamp = event_time(message, received_at=received, batch_sent_at=batch_sent_at)
+
+    context = message.context
+    url = path = referrer = title = user_agent = ip = locale = library = country = None
+    device_type = os_name = browser = None
+    utm_source = utm_medium = utm_campaign = None
+    if context is not None:
+        page = context.page
+        if page is not None:
+            url, path, referrer, title = page.url, page.path, page.referrer, page.title
+        user_agent, ip, locale = context.user_agent, context.ip, context.locale
+        found = context.library
+        if found is not None and found.name:
+            library = f"{found.name}/{found.version}"
+        if context.device is not None:
+            device_type = context.device.type
+        if context.os is not None:
+            os_name = context.os.name
+        if context.browser is not None:
+            browser = context.browser.name
+        if context.location is not None:
+            country = context.location.country
+        campaign = context.campaign
+        if campaign is not None:
+            utm_source, utm_medium, utm_campaign = campaign.source, campaign.medium, campaign.name
+    url = url or _str_or_none(properties.get("url"))
+    tags = url_parts(url) if url else _NO_URL
+    path = path or _str_or_none(properties.get("path")) or tags.path
+    referrer = referrer or _str_or_none(properties.get("referrer"))
+    title = title or _str_or_none(properties.get("title"))
+    if user_agent:
+        client = describe_client(user_agent)
+        device_type = device_type or client.device_type
+        os_name = os_name or client.os
+        browser = browser or client.browser
+    if ip is None:
+        ip = client_ip
+    if drop_ip:
+        ip = None
+    elif anonymize and ip is not None:
+        ip = anonymize_ip(ip)
+    return (
+        _event_id(message, raw),
+        type_name(message),
+        name,
+        anonymous_id,
+        user_id,
+        timestamp,
+        received,
+        msgspec.json.encode(properties).decode(),
+        url,
+        path,
+        referrer,
+        title,
+        user_agent,
+        ip,
+        locale,
+        library,
+        device_type,
+        os_name,
+        browser,
+        country,
+        utm_source or tags.utm_source,
+        utm_medium or tags.utm_medium,
+        utm_campaign or tags.utm_campaign,
+        _number_or_none(properties.get("x")),
+        _number_or_none(properties.get("y")),
+        _pixels(_number_or_none(properties.get("viewport_width"))),
+        _pixels(_number_or_none(properties.get("viewport_height"))),
+    )
+
+
 def to_event(
     message: Message,
     *,
@@ -324,66 +433,10 @@ def to_event(
     trust_received_at: bool = False,
 ) -> Event:
     """Normalise a decoded message (see ``parse_message``)."""
-    anonymous_id, user_id = check_message(message)
-    name, properties = event_payload(message)
-    received = as_utc(message.received_at) if trust_received_at and message.received_at else received_at
-    assert received is not None
-    timestamp = event_time(message, received_at=received, batch_sent_at=batch_sent_at)
-
-    context = message.context
-    page = context.page if context and context.page else None
-    url = (page.url if page else None) or _str_or_none(properties.get("url"))
-    path = (page.path if page else None) or _str_or_none(properties.get("path"))
-    tags = url_parts(url) if url else _NO_URL
-    path = path or tags.path
-    referrer = (page.referrer if page else None) or _str_or_none(properties.get("referrer"))
-    title = (page.title if page else None) or _str_or_none(properties.get("title"))
-
-    user_agent = context.user_agent if context else None
-    client = describe_client(user_agent) if user_agent else None
-    device_type = (context.device.type if context and context.device else None) or (
-        client.device_type if client else None
+    values = event_values(
+        message, raw=raw, received_at=received_at, batch_sent_at=batch_sent_at, trust_received_at=trust_received_at
     )
-    os_name = (context.os.name if context and context.os else None) or (client.os if client else None)
-    browser = (context.browser.name if context and context.browser else None) or (
-        client.browser if client else None
-    )
-
-    campaign = context.campaign if context and context.campaign else None
-    library = context.library if context and context.library else None
-
-    viewport_width = _number_or_none(properties.get("viewport_width"))
-    viewport_height = _number_or_none(properties.get("viewport_height"))
-    return Event(
-        event_id=_event_id(message, raw),
-        project_id=project_id,
-        type=type_name(message),
-        event=name,
-        timestamp=timestamp,
-        received_at=received,
-        anonymous_id=anonymous_id,
-        user_id=user_id,
-        properties=msgspec.json.encode(properties).decode(),
-        url=url,
-        path=path,
-        referrer=referrer,
-        title=title,
-        user_agent=user_agent,
-        ip=context.ip if context else None,
-        locale=context.locale if context else None,
-        library=f"{library.name}/{library.version}" if library and library.name else None,
-        device_type=device_type,
-        os=os_name,
-        browser=browser,
-        country=context.location.country if context and context.location else None,
-        utm_source=(campaign.source if campaign else None) or tags.utm_source,
-        utm_medium=(campaign.medium if campaign else None) or tags.utm_medium,
-        utm_campaign=(campaign.name if campaign else None) or tags.utm_campaign,
-        x=_number_or_none(properties.get("x")),
-        y=_number_or_none(properties.get("y")),
-        viewport_width=_pixels(viewport_width),
-        viewport_height=_pixels(viewport_height),
-    )
+    return Event(project_id=project_id, **dict(zip(MESSAGE_COLUMNS, values, strict=True)))
 
 
 DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024

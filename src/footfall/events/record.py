@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 import msgspec
 import pyarrow as pa
@@ -62,6 +63,11 @@ SYSTEM_EVENTS = ("segment_entered", "segment_exited")
 # from the message itself.
 RESOLVED_COLUMNS = ("person_id", "session_id")
 
+# The columns a message fills in, in ``EVENT_SCHEMA`` order: all but the
+# project (the store's) and the resolved ones. The intake path carries events
+# as tuples of these values (``rows_to_table``).
+MESSAGE_COLUMNS = tuple(name for name in EVENT_COLUMNS if name not in ("project_id", *RESOLVED_COLUMNS))
+
 
 class Event(msgspec.Struct, kw_only=True, gc=False):
     """One normalised event, before or after identity resolution.
@@ -112,6 +118,24 @@ def events_to_table(events: Sequence[Event]) -> pa.Table:
     return pa.Table.from_arrays(
         [pa.array(columns[field.name], type=field.type) for field in EVENT_SCHEMA], schema=EVENT_SCHEMA
     )
+
+
+def rows_to_table(rows: Sequence[Sequence[Any]], project_id: str) -> pa.Table:
+    """Tuples of ``MESSAGE_COLUMNS`` values to the columnar form of ``EVENT_SCHEMA``,
+    the person and session left empty for the pipeline."""
+    if not rows:
+        return EVENT_SCHEMA.empty_table()
+    count = len(rows)
+    columns = dict(zip(MESSAGE_COLUMNS, zip(*rows, strict=True), strict=True))  # transposed in C
+    arrays = []
+    for field in EVENT_SCHEMA:
+        if field.name == "project_id":
+            arrays.append(pa.repeat(pa.scalar(project_id, pa.string()), count))
+        elif field.name in RESOLVED_COLUMNS:
+            arrays.append(pa.repeat(pa.scalar("", pa.string()), count))
+        else:
+            arrays.append(pa.array(columns[field.name], type=field.type))
+    return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)
 
 
 def empty_events_table() -> pa.Table:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+from footfall.events.record import rows_to_table
 from footfall.intake.admission import IntakeBatch
 from footfall.intake.plans import PlanBook
 from footfall.intake.worker import Unpacked, save_warnings, unpack
@@ -92,10 +93,10 @@ def replay(
             report.still_failing.append((letter.id, failed[0].field, failed[0].reason))
             continue
         passed.append(letter.id)
-        unpacked.events.extend(attempt.events)
+        unpacked.rows.extend(attempt.rows)
         unpacked.warnings.extend(attempt.warnings)
-    if unpacked.events:
-        report.stored_events = pipeline.ingest_events(unpacked.events).events
+    if unpacked.rows:
+        report.stored_events = pipeline.ingest(rows_to_table(unpacked.rows, database.project_id)).events
     save_warnings(database, unpacked.warnings)
     if passed:
         database.delete_dead_letters(passed)

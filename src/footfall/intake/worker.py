@@ -12,7 +12,6 @@ nothing is doubled.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import math
 import threading
@@ -21,14 +20,20 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 import pyarrow as pa
 
 from footfall.errors import ConsentDenied, MessageError
-from footfall.events.parse import DECODE_ERRORS, decode_all, decode_message, event_payload, to_event
-from footfall.events.record import Event
+from footfall.events.parse import (
+    DECODE_ERRORS,
+    decode_all,
+    decode_message,
+    event_payload,
+    event_values,
+)
+from footfall.events.record import rows_to_table
 from footfall.intake.admission import IntakeBatch, decode_record
 from footfall.intake.log import IntakeLog, IntakeReader, Record
 from footfall.intake.plans import PlanBook
@@ -43,20 +48,6 @@ log = logging.getLogger("footfall.intake")
 _LETTER_NAMESPACE = uuid.UUID("0b7f3c1e-2a4d-4c8e-9f61-5d2a7e3b9c10")
 
 
-def anonymize_ip(ip: str) -> str | None:
-    """Zero the host part: the last octet of IPv4, the last 80 bits of IPv6.
-
-    >>> anonymize_ip("203.0.113.77"), anonymize_ip("2001:db8:1:2:3:4:5:6")
-    ('203.0.113.0', '2001:db8:1::')
-    """
-    try:
-        address = ipaddress.ip_address(ip.strip())
-    except ValueError:
-        return None  # not an address: nothing safe to keep
-    prefix = 24 if address.version == 4 else 48
-    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
-
-
 class PlanWarning(NamedTuple):
     event_id: str
     plan: str
@@ -69,7 +60,7 @@ class PlanWarning(NamedTuple):
 
 @dataclass
 class Unpacked:
-    events: list[Event] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)  # MESSAGE_COLUMNS values (``rows_to_table``)
     dead_letters: dict[str, list[DeadLetter]] = field(default_factory=lambda: defaultdict(list))
     warnings: list[PlanWarning] = field(default_factory=list)
     declined: int = 0
@@ -84,13 +75,14 @@ def letter_id(batch: IntakeBatch, index: int, payload: bytes) -> str:
 def unpack(
     batch: IntakeBatch, plans: PlanBook, *, project_id: str, anonymize_all_ips: bool, into: Unpacked
 ) -> None:
-    """Normalise one intake record's messages into events, dead letters and warnings."""
+    """Normalise one intake record's messages into event rows, dead letters and warnings."""
     letters = into.dead_letters[batch.source]
     for rejection in batch.rejected:
         letters.append(_letter(batch, rejection.index, rejection.field, rejection.reason, rejection.payload))
     into.declined += batch.declined
     check_plans = plans.checker(batch.source)
     decoded = decode_all(batch.messages) if batch.message_type is None else None
+    anonymize = batch.anonymize_ip or anonymize_all_ips
     for index, data in enumerate(batch.messages):
         try:
             if decoded is not None:
@@ -103,8 +95,9 @@ def unpack(
             if blocking is not None:
                 letters.append(_letter(batch, index, blocking.field, blocking.reason, data))
                 continue
-            event = to_event(
-                message, raw=data, received_at=batch.received_at, project_id=project_id, batch_sent_at=batch.sent_at
+            row = event_values(
+                message, raw=data, received_at=batch.received_at, batch_sent_at=batch.sent_at,
+                client_ip=batch.client_ip, drop_ip=batch.drop_ip, anonymize=anonymize,
             )
         except ConsentDenied:
             into.declined += 1
@@ -118,18 +111,12 @@ def unpack(
             log.warning("intake worker: message %d of a %s batch failed normalisation", index, batch.source, exc_info=True)
             letters.append(_letter(batch, index, "$", f"could not be normalised ({type(exc).__name__}: {exc})", data))
             continue
-        if event.ip is None:
-            event.ip = batch.client_ip
-        if batch.drop_ip:
-            event.ip = None
-        elif event.ip is not None and (batch.anonymize_ip or anonymize_all_ips):
-            event.ip = anonymize_ip(event.ip)
         if violations:
             into.warnings.extend(
-                PlanWarning(event.event_id, v.plan, name, batch.source, v.field, v.reason, batch.received_at)
+                PlanWarning(row[0], v.plan, name, batch.source, v.field, v.reason, batch.received_at)
                 for v in violations
             )
-        into.events.append(event)
+        into.rows.append(row)
 
 
 def _self_contained(batch: IntakeBatch, payload: bytes) -> str:
@@ -256,7 +243,7 @@ class IntakeWorker:
                 )
                 continue
             unpack(batch, self.plans, project_id=self.database.project_id, anonymize_all_ips=anonymize_all, into=unpacked)
-        report = self.pipeline.ingest_events(unpacked.events)
+        report = self.pipeline.ingest(rows_to_table(unpacked.rows, self.database.project_id))
         for source, letters in unpacked.dead_letters.items():
             self.database.dead_letter(source, letters)
         save_warnings(self.database, unpacked.warnings)
