@@ -45,6 +45,7 @@ class PersonState:
     user_id: str | None
     traits: dict[str, Any]
     tail: SessionTail
+    traits_json: str | None = None  # ``traits`` encoded, kept until they change
 
 
 def _to_ms(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -122,6 +123,7 @@ class Pipeline:
                     user_id=row["user_id"],
                     traits=msgspec.json.decode(row["traits"]),
                     tail=SessionTail(_epoch_ms(row["last_session_start"]), _epoch_ms(row["last_seen"])),
+                    traits_json=row["traits"],
                 )
         return self._resolver
 
@@ -279,6 +281,7 @@ class Pipeline:
             return
         target.first_seen_ms = min(target.first_seen_ms, merged.first_seen_ms)
         target.traits = {**merged.traits, **target.traits}
+        target.traits_json = None
 
     def _update_persons(
         self,
@@ -298,30 +301,36 @@ class Pipeline:
         ):
             traits_by_person.setdefault(person, []).append((int(when), msgspec.json.decode(properties)))
 
-        for person, first, last in zip(
-            grouped["person_id"].to_pylist(), grouped["ts_min"].to_pylist(), grouped["ts_max"].to_pylist(), strict=True
-        ):
-            state = self._persons.get(person)
-            if state is None:
-                state = PersonState(first, last, None, {}, tails[person])
-                self._persons[person] = state
-            state.first_seen_ms = min(state.first_seen_ms, first)
-            state.last_seen_ms = max(state.last_seen_ms, last)
-            state.tail = tails[person]
-            users = resolver.users_of_person.get(person)
-            state.user_id = state.user_id or (min(users) if users else None)
-            for _, traits in sorted(traits_by_person.get(person, []), key=lambda item: item[0]):
-                _apply_traits(state.traits, traits)
-
         touched = grouped["person_id"].to_pylist()
-        states = [self._persons[person] for person in touched]
+        known, users_of_person = self._persons, resolver.users_of_person
+        states = []
+        for person, first, last in zip(touched, grouped["ts_min"].to_pylist(), grouped["ts_max"].to_pylist(), strict=True):
+            state = known.get(person)
+            if state is None:
+                state = known[person] = PersonState(first, last, None, {}, tails[person])
+            else:
+                state.first_seen_ms = min(state.first_seen_ms, first)
+                state.last_seen_ms = max(state.last_seen_ms, last)
+                state.tail = tails[person]
+            if state.user_id is None:
+                users = users_of_person.get(person)
+                state.user_id = min(users) if users else None
+            changes = traits_by_person.get(person)
+            if changes:
+                for _, traits in sorted(changes, key=lambda item: item[0]):
+                    _apply_traits(state.traits, traits)
+                state.traits_json = None
+            if state.traits_json is None:
+                state.traits_json = msgspec.json.encode(state.traits).decode()
+            states.append(state)
+
         now_ms = int(datetime.now(UTC).timestamp() * 1000)
         return pa.table(
             {
                 "project_id": [self.project_id] * len(touched),
                 "person_id": touched,
                 "user_id": [state.user_id for state in states],
-                "traits": [msgspec.json.encode(state.traits).decode() for state in states],
+                "traits": [state.traits_json for state in states],
                 "first_seen": _from_ms([state.first_seen_ms for state in states]),
                 "last_seen": _from_ms([state.last_seen_ms for state in states]),
                 "last_session_id": [session_id(person, state.tail.start_ms) for person, state in zip(touched, states, strict=True)],
@@ -360,6 +369,10 @@ class _Tails(Mapping[str, SessionTail]):
 
     def __getitem__(self, person: str) -> SessionTail:
         return self._persons[person].tail
+
+    def get(self, person: str, default: SessionTail | None = None) -> SessionTail | None:  # type: ignore[override]
+        state = self._persons.get(person)
+        return state.tail if state is not None else default
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._persons)

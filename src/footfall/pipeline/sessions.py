@@ -65,19 +65,26 @@ def assign_sessions(
     first_of_person = np.ones(count, dtype=bool)
     first_of_person[1:] = sorted_codes[1:] != sorted_codes[:-1]
 
+    # Each person's stored tail, by code (has_tail False: none stored).
+    stored = [tails.get(name) for name in names]
+    has_tail = np.fromiter((tail is not None for tail in stored), dtype=bool, count=len(names))
+    tail_start = np.fromiter((tail.start_ms if tail is not None else 0 for tail in stored), dtype=np.int64, count=len(names))
+    tail_last = np.fromiter((tail.last_ms if tail is not None else 0 for tail in stored), dtype=np.int64, count=len(names))
+
     # A person whose stored session reaches the batch's first event continues
     # it; their later events then measure the gap from the stored last event
     # too (a late event must not split a session it sits inside).
-    continued_last = np.full(len(names), np.iinfo(np.int64).min, dtype=np.int64)
-    continued_start = np.zeros(len(names), dtype=np.int64)
+    first_positions = np.flatnonzero(first_of_person)
+    first_codes = sorted_codes[first_positions]
+    first_times = sorted_times[first_positions]
     continued = np.zeros(len(names), dtype=bool)
-    for position in np.flatnonzero(first_of_person):
-        code = sorted_codes[position]
-        tail = tails.get(names[code])
-        if tail is not None and tail.start_ms - gap_ms <= sorted_times[position] <= tail.last_ms + gap_ms:
-            continued[code] = True
-            continued_last[code] = tail.last_ms
-            continued_start[code] = tail.start_ms
+    continued[first_codes] = (
+        has_tail[first_codes]
+        & (tail_start[first_codes] - gap_ms <= first_times)
+        & (first_times <= tail_last[first_codes] + gap_ms)
+    )
+    continued_last = np.where(continued, tail_last, np.iinfo(np.int64).min)
+    continued_start = np.where(continued, tail_start, 0)
 
     previous_time = np.empty(count, dtype=np.int64)
     previous_time[0] = 0
@@ -104,16 +111,18 @@ def assign_sessions(
 
     last_of_person = np.ones(count, dtype=bool)
     last_of_person[:-1] = sorted_codes[:-1] != sorted_codes[1:]
-    new_tails: dict[str, SessionTail] = {}
-    for position in np.flatnonzero(last_of_person):
-        person = names[sorted_codes[position]]
-        start, last = int(session_start[position]), int(sorted_times[position])
-        previous = tails.get(person)
-        if previous is not None and previous.start_ms > start:
-            # Only late events arrived: the stored session is still the latest.
-            new_tails[person] = previous
-        elif previous is not None and previous.start_ms == start:
-            new_tails[person] = SessionTail(start, max(last, previous.last_ms))
-        else:
-            new_tails[person] = SessionTail(start, last)
+    last_positions = np.flatnonzero(last_of_person)
+    codes_last = sorted_codes[last_positions]
+    start, last = session_start[last_positions], sorted_times[last_positions]
+    had, previous_start, previous_last = has_tail[codes_last], tail_start[codes_last], tail_last[codes_last]
+    # Only late events arrived: the stored session is still the latest. The
+    # same session continued: it ends at the later of the two last events.
+    kept = had & (previous_start > start)
+    same = had & (previous_start == start)
+    new_start = np.where(kept, previous_start, start)
+    new_last = np.where(kept, previous_last, np.where(same, np.maximum(last, previous_last), last))
+    new_tails = {
+        names[code]: SessionTail(begun, ended)
+        for code, begun, ended in zip(codes_last.tolist(), new_start.tolist(), new_last.tolist(), strict=True)
+    }
     return Sessions(session_ids, new_tails)
