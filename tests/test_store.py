@@ -112,6 +112,28 @@ def test_open_read_only_without_a_store_explains(tmp_path: object) -> None:
         Database.open(tmp_path / "nothing-here", read_only=True)  # type: ignore[operator]
 
 
+def test_the_embedded_store_writes_small_row_groups(tmp_path: object) -> None:
+    """Small row groups keep the checkpoint that completes one short (the
+    intake worker's pauses); the store stays a plain DuckDB file."""
+    import duckdb
+
+    from footfall.store.duckdb_backend import ROW_GROUP_ROWS
+
+    data_dir = str(tmp_path)
+    rows = 3 * ROW_GROUP_ROWS + 10
+    with Database.open(data_dir) as database:
+        path = database.backend.path  # type: ignore[attr-defined]
+        database.backend.execute(f"CREATE TABLE numbers AS SELECT range AS n FROM range({rows})")
+        groups = database.query("SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('numbers')").rows
+        assert groups == [(4,)]
+        spill = database.query("SELECT current_setting('temp_directory')").rows[0][0]
+        assert spill == f"{path}.tmp"  # beside the store, as DuckDB does for a file it opens
+    with Database.open(data_dir, read_only=True) as reader:
+        assert reader.query("SELECT count(*) FROM numbers").rows == [(rows,)]
+    with duckdb.connect(path, read_only=True) as plain:
+        assert plain.execute("SELECT count(*), max(n) FROM numbers").fetchone() == (rows, rows - 1)
+
+
 def test_second_writer_gets_a_clear_lock_error(tmp_path: object) -> None:
     import subprocess
     import sys
