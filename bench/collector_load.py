@@ -86,7 +86,7 @@ PLACEHOLDER = "~" * TOKEN_WIDTH
 CEILING_PHASE = 0xF
 CHUNK_ROWS = 50_000
 POLL_SECONDS = 0.05
-CLOCK_SLACK_SECONDS = 1.0  # between this process's monotonic clock and the server's wall clock
+CLOCK_SLACK_SECONDS = 0.25  # between this process's monotonic clock and the server's wall clock
 REQUEST_TIMEOUT = 60.0
 MAX_SAMPLES = 5  # non-200 answers and failures shown per generator, besides the counts
 

@@ -91,10 +91,11 @@ def unpack(
                 message, _ = decode_message(data, batch.message_type, max_bytes=len(data))
             name, properties = event_payload(message)
             violations = check_plans(name, properties) if check_plans is not None else ()
-            blocking = next((violation for violation in violations if violation.mode == "block"), None)
-            if blocking is not None:
-                letters.append(_letter(batch, index, blocking.field, blocking.reason, data))
-                continue
+            if violations:
+                blocking = next((violation for violation in violations if violation.mode == "block"), None)
+                if blocking is not None:
+                    letters.append(_letter(batch, index, blocking.field, blocking.reason, data))
+                    continue
             row = event_values(
                 message, raw=data, received_at=batch.received_at, batch_sent_at=batch.sent_at,
                 client_ip=batch.client_ip, drop_ip=batch.drop_ip, anonymize=anonymize,
