@@ -67,10 +67,9 @@ from typing import Any
 import pyarrow as pa
 
 from footfall.events.parse import DEFAULT_MAX_MESSAGE_BYTES
-from footfall.events.record import rows_to_table
-from footfall.intake.admission import IntakeBatch, admit_batch, decode_record, encode_record
+from footfall.intake.admission import IntakeBatch, admit_batch, encode_record
 from footfall.intake.plans import PlanBook
-from footfall.intake.worker import Unpacked, unpack
+from footfall.intake.worker import unpack_records
 from footfall.keys import KeyStore
 from footfall.pipeline import Pipeline
 from footfall.store.database import Database
@@ -686,9 +685,7 @@ NO_PLANS = PlanBook.of([])
 
 def worker_parse(record: bytes) -> pa.Table:
     """What the intake worker does with a log record before the pipeline: decode, normalise, tabulate."""
-    unpacked = Unpacked()
-    unpack(decode_record(record), NO_PLANS, project_id="default", anonymize_all_ips=False, into=unpacked)
-    return rows_to_table(unpacked.rows, "default")
+    return unpack_records([(0, record)], NO_PLANS, project_id="default", anonymize_all_ips=False).table
 
 
 def run_ceiling(events: int, processes: int, workdir: Path) -> CeilingResult:

@@ -36,10 +36,11 @@ MESSAGES: list[dict[str, object]] = [
     {"type": "track", "anonymousId": "a", "messageId": "m4"},  # no event name: dead letter
 ]
 
-PLAN = parse_plan(json.dumps({
+PLAN_TEXT = json.dumps({
     "name": "shop", "mode": "block",
     "events": {"purchase": {"type": "object", "properties": {"revenue": {"type": "number"}}}},
-}))
+})
+PLAN = parse_plan(PLAN_TEXT)
 
 
 def test_worker_stores_events_and_dead_letters_once(database: Database, tmp_path: Path) -> None:
@@ -80,3 +81,88 @@ def test_a_restarted_worker_replays_from_the_checkpoint(database: Database, tmp_
         assert worker.stats.events_stored == 1
         assert worker.stats.duplicates == 2
     assert database.query("SELECT count(*) FROM events").rows == [(3,)]
+
+
+# -- the unpack helper -------------------------------------------------------------
+
+
+def helper_worker(log: IntakeLog, database: Database, plans: PlanBook) -> IntakeWorker:
+    """A worker that hands every read to its two helper processes, a record each."""
+    return IntakeWorker(log, database, plans, max_records=2, helpers=2, helper_from_bytes=0)
+
+
+def test_the_helper_unpacks_what_the_worker_would(database: Database, tmp_path: Path) -> None:
+    warn = parse_plan(PLAN_TEXT.replace('"mode": "block"', '"mode": "warn"'))
+    with IntakeLog(tmp_path / "intake", fsync=False) as log:
+        for start in range(5):
+            messages = [{**message, "messageId": f"{message['messageId']}-{start}"} for message in MESSAGES]
+            log.append(record(messages, source="web" if start % 2 else "app"))
+        log.append(b"not an intake record")
+        worker = helper_worker(log, database, PlanBook.of([warn]))
+        try:
+            stored = 0
+            while count := worker.process_available():
+                stored += count
+            assert worker.helper is not None
+            assert worker.helper.running
+        finally:
+            worker.stop()
+        assert worker.helper is not None
+        assert not worker.helper.running
+        assert stored == 6
+        assert log.checkpointed == 6
+    assert worker.stats.unpacked_by_helper == 6
+    assert worker.stats.failures == 0
+    assert database.query("SELECT count(*), count(DISTINCT person_id) FROM events").rows == [(15, 1)]
+    assert database.query("SELECT count(*) FROM plan_warnings WHERE field = '$.properties.revenue'").rows == [(5,)]
+    letters = sorted(letter.field for letter in list_letters(database))
+    assert letters == ["$"] + ["$.batch[3].event"] * 5  # the unreadable record, and each nameless track
+    assert worker.stats.dead_lettered == 6
+    assert worker.stats.warned == 5
+
+
+def test_the_helper_follows_a_changed_plan(database: Database, tmp_path: Path) -> None:
+    plans = PlanBook(tmp_path, refresh_every=0)
+    plans.save(PLAN_TEXT.replace('"mode": "block"', '"mode": "warn"'), "test")
+    with IntakeLog(tmp_path / "intake", fsync=False) as log:
+        worker = helper_worker(log, database, plans)
+        try:
+            log.append(record([MESSAGES[2]]))
+            assert worker.process_available() == 1
+            assert worker.stats.warned == 1
+            assert worker.stats.dead_lettered == 0
+            plans.save(PLAN_TEXT, "test")  # now blocking
+            log.append(record([{**MESSAGES[2], "messageId": "m3-again"}]))
+            assert worker.process_available() == 1
+            assert worker.stats.warned == 1
+            assert worker.stats.dead_lettered == 1
+            assert worker.stats.unpacked_by_helper == 2
+        finally:
+            worker.stop()
+
+
+def test_a_dead_helper_loses_nothing(database: Database, tmp_path: Path) -> None:
+    with IntakeLog(tmp_path / "intake", fsync=False) as log:
+        for index in range(6):
+            log.append(record([{**MESSAGES[0], "messageId": f"m{index}"}]))
+        worker = helper_worker(log, database, PlanBook.of([]))
+        assert worker.helper is not None
+        worker.helper.retry_after = 0.0
+        try:
+            assert worker.process_available() == 2  # and records 3-4 are with the helper now
+            pool = worker.helper._pool
+            assert pool is not None
+            for process in list(pool._processes.values()):
+                process.kill()
+                process.join()
+            stored = 2
+            while count := worker.process_available():
+                stored += count
+            assert stored == 6
+            assert worker.stats.failures == 1
+            assert "unpack helper" in (worker.stats.last_error or "")
+            assert worker.helper.failures == 1
+            assert worker.helper.running  # restarted once retry_after had passed
+        finally:
+            worker.stop()
+    assert database.query("SELECT count(*) FROM events").rows == [(6,)]

@@ -849,7 +849,8 @@ def worker(obj: Context, socket_path: Path, parent: int | None) -> None:
     import uvicorn
 
     from footfall.api.app import create_app
-    from footfall.api.service import TOKEN_ENV, StoreService, exit_with_parent
+    from footfall.api.service import TOKEN_ENV, StoreService
+    from footfall.lifetime import exit_with_parent
 
     if parent is not None:
         exit_with_parent(parent)

@@ -61,9 +61,14 @@ class IntakeSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     dedup_window: str = "7d"
     max_message_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
+    # Under load, processes that normalise the next records while the worker
+    # stores the current ones (0: the worker does both, as suits one core).
+    unpack_processes: int = 2
 
     def __post_init__(self) -> None:
         _positive_duration(self.dedup_window, "dedup_window")
+        if not 0 <= self.unpack_processes <= 64:
+            raise ValueError(f"unpack_processes: must be 0 (none) to 64; got {self.unpack_processes}")
         for key in ("max_message_bytes", "max_batch_bytes"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key}: must be a positive number of bytes")
@@ -174,6 +179,7 @@ inactivity_gap = "30m"      # a new session starts after this much inactivity
 dedup_window = "7d"         # retries with the same messageId are dropped for this long
 max_message_bytes = 32768
 max_batch_bytes = 512000
+unpack_processes = 2        # under load, processes that normalise messages while the worker stores (0: none)
 
 [privacy]
 anonymize_ip = false        # zero the last octet of IPs (per-source settings: `footfall keys create`)

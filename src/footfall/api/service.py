@@ -249,29 +249,6 @@ class StoreProcess:
             process.wait()
 
 
-def exit_with_parent(parent: int) -> None:
-    """End this process when ``parent`` ends, even by SIGKILL: the store
-    process must never outlive the server that started it."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        armed = libc.prctl(1, signal.SIGKILL) == 0  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        armed = False  # not Linux: watch instead
-    if os.getppid() != parent:
-        os._exit(1)  # the parent died before the signal was armed
-    if armed:
-        return
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="footfall-parent-watch", daemon=True).start()
-
-
 def new_admin_token() -> str:
     return secrets.token_urlsafe(32)
 
@@ -394,6 +371,10 @@ class WorkerMetrics(MetricsCollector):
         yield CounterMetricFamily("footfall_dead_lettered", "Messages written to the dead-letter table", value=stats.dead_lettered)
         yield CounterMetricFamily("footfall_plan_warnings", "Tracking-plan violations accepted in warn mode", value=stats.warned)
         yield CounterMetricFamily("footfall_worker_failures", "Times the worker failed to store records (retried)", value=stats.failures)
+        yield CounterMetricFamily(
+            "footfall_records_unpacked_by_helper", "Intake records normalised by the worker's helper process",
+            value=stats.unpacked_by_helper,
+        )
         segments = self.worker.segments
         if segments is not None:
             yield CounterMetricFamily(

@@ -11,13 +11,17 @@ nothing is doubled.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import math
+import multiprocessing
+import os
 import threading
 import time
 import uuid
 from collections import defaultdict
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -36,7 +40,8 @@ from footfall.events.parse import (
 from footfall.events.record import rows_to_table
 from footfall.intake.admission import IntakeBatch, decode_record
 from footfall.intake.log import IntakeLog, IntakeReader, Record
-from footfall.intake.plans import PlanBook
+from footfall.intake.plans import CompiledPlan, Plan, PlanBook
+from footfall.lifetime import exit_with_parent
 from footfall.pipeline import Pipeline
 from footfall.profiles import open_profiles
 from footfall.segments.live import LiveSegments
@@ -120,6 +125,57 @@ def unpack(
         into.rows.append(row)
 
 
+@dataclass
+class Chunk:
+    """Records unpacked for the pipeline; picklable, to come from the helper."""
+
+    table: pa.Table  # EVENT_COLUMNS rows for ``Pipeline.ingest``
+    dead_letters: dict[str, list[DeadLetter]]
+    warnings: list[PlanWarning]
+    declined: int
+
+
+    @staticmethod
+    def joined(parts: list[Chunk]) -> Chunk:
+        """Chunks of consecutive records as one, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        letters: dict[str, list[DeadLetter]] = defaultdict(list)
+        for part in parts:
+            for source, found in part.dead_letters.items():
+                letters[source].extend(found)
+        return Chunk(
+            table=pa.concat_tables([part.table for part in parts]),
+            dead_letters=dict(letters),
+            warnings=[warning for part in parts for warning in part.warnings],
+            declined=sum(part.declined for part in parts),
+        )
+
+
+def unpack_records(
+    records: list[tuple[int, bytes]], plans: PlanBook, *, project_id: str, anonymize_all_ips: bool
+) -> Chunk:
+    """Unpack intake records (position, payload) into one chunk for the pipeline."""
+    unpacked = Unpacked()
+    for position, payload in records:
+        try:
+            batch = decode_record(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # Only a record written by an incompatible Footfall gets here.
+            unpacked.dead_letters["intake"].append(
+                DeadLetter("$", f"unreadable intake record {position}: {exc}",
+                           payload.hex(), id=str(uuid.uuid5(_LETTER_NAMESPACE, f"record|{position}")))
+            )
+            continue
+        unpack(batch, plans, project_id=project_id, anonymize_all_ips=anonymize_all_ips, into=unpacked)
+    return Chunk(
+        table=rows_to_table(unpacked.rows, project_id),
+        dead_letters=dict(unpacked.dead_letters),
+        warnings=unpacked.warnings,
+        declined=unpacked.declined,
+    )
+
+
 def _self_contained(batch: IntakeBatch, payload: bytes) -> str:
     """The message as sent, plus what it inherited from its request (the
     endpoint's type, the batch's sentAt), so a replay reads it the same way."""
@@ -148,6 +204,107 @@ def _letter(batch: IntakeBatch, index: int, field: str, reason: str, payload: by
     )
 
 
+# -- the helper process -----------------------------------------------------------
+
+
+class UnpackHelper:
+    """Processes that unpack the next records while the worker stores the current ones.
+
+    Unpacking (decoding, normalising, checking plans, building Arrow) is most
+    of the worker's time per event, and needs nothing but the records and the
+    plans; identity, sessions, profiles and the store write must stay with the
+    worker. The helpers unpack the next chunk, split between them, while the
+    worker stores the current one.
+    """
+
+    def __init__(
+        self, plans: PlanBook, *, project_id: str, anonymize_all_ips: bool, processes: int = 2,
+        retry_after: float = 30.0,
+    ) -> None:
+        if processes < 1:
+            raise ValueError("an unpack helper needs at least one process")
+        self.plans = plans
+        self.project_id = project_id
+        self.anonymize_all_ips = anonymize_all_ips
+        self.processes = processes
+        self.retry_after = retry_after
+        self.failures = 0
+        self._pool: ProcessPoolExecutor | None = None
+        self._compiled: list[CompiledPlan] | None = None
+        self._generation = 0  # of the plans: a helper rebuilds its book when it changes
+        self._failed_at = -math.inf
+
+    @property
+    def running(self) -> bool:
+        return self._pool is not None
+
+    @property
+    def usable(self) -> bool:
+        return self._pool is not None or time.monotonic() - self._failed_at >= self.retry_after
+
+    def submit(self, records: list[Record]) -> list[Future[Chunk]]:
+        """Start unpacking ``records``: one job per process, in order."""
+        if self._pool is None:
+            # Spawned, not forked: the worker's process has DuckDB's threads.
+            self._pool = ProcessPoolExecutor(
+                self.processes, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_helper_started, initargs=(os.getpid(),),
+            )
+        compiled = self.plans.plans()
+        if compiled is not self._compiled:
+            self._compiled = compiled
+            self._generation += 1
+        plans = [plan.plan for plan in compiled]
+        share = -(-len(records) // self.processes)
+        return [
+            self._pool.submit(
+                _unpack_in_helper, [(record.position, record.payload) for record in records[start : start + share]],
+                self._generation, plans, self.project_id, self.anonymize_all_ips,
+            )
+            for start in range(0, len(records), share)
+        ]
+
+    def failed(self) -> None:
+        """Drop the helpers; the worker unpacks by itself until ``retry_after`` has passed."""
+        self.failures += 1
+        self._failed_at = time.monotonic()
+        self.close()
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+_helper_book: tuple[int, PlanBook] = (0, PlanBook.of([]))
+
+
+def _helper_started(parent: int) -> None:
+    # Started from the worker's thread, which may end before the process does.
+    exit_with_parent(parent, by_signal=False)
+    # Each chunk makes a tuple per event and drops them all: collect young
+    # objects less often (as the worker's process does).
+    gc.set_threshold(50_000, 20, 100)
+
+
+def _unpack_in_helper(
+    records: list[tuple[int, bytes]], generation: int, plans: list[Plan], project_id: str, anonymize_all_ips: bool
+) -> Chunk:
+    global _helper_book
+    if _helper_book[0] != generation:
+        _helper_book = (generation, PlanBook.of(plans))
+    return unpack_records(records, _helper_book[1], project_id=project_id, anonymize_all_ips=anonymize_all_ips)
+
+
+@dataclass
+class _Ahead:
+    """Records being unpacked by the helper."""
+
+    after: int | None  # the checkpoint they follow
+    records: list[Record]
+    parts: list[Future[Chunk]]  # in order
+
+
 @dataclass
 class WorkerStats:
     records: int = 0
@@ -157,6 +314,7 @@ class WorkerStats:
     warned: int = 0
     declined: int = 0
     failures: int = 0
+    unpacked_by_helper: int = 0  # records
     last_error: str | None = None
     last_processed_at: float | None = None  # time.time()
 
@@ -174,6 +332,8 @@ class IntakeWorker:
         truncate_every: float = 5.0,
         segments: LiveSegments | None = None,
         tick_every: float = 1.0,
+        helpers: int | None = None,
+        helper_from_bytes: int = 256 * 1024,
     ) -> None:
         self.intake = intake
         self.database = database
@@ -187,6 +347,15 @@ class IntakeWorker:
         self.pipeline = Pipeline(database, remember_ids=True, profiles=self.profiles, segments=segments)
         self.max_records = max_records
         self.truncate_every = truncate_every
+        # Helper processes unpack ahead once a read brings ``helper_from_bytes``
+        # of records (a backlog, or heavy traffic), and from then on.
+        processes = database.config.intake.unpack_processes if helpers is None else helpers
+        self.helper = UnpackHelper(
+            plans, project_id=database.project_id, anonymize_all_ips=database.config.privacy.anonymize_ip,
+            processes=processes,
+        ) if processes > 0 else None
+        self.helper_from_bytes = helper_from_bytes
+        self._ahead: _Ahead | None = None
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -203,12 +372,13 @@ class IntakeWorker:
             return self._process_available()
 
     def _process_available(self) -> int:
-        records = list(self.intake.read(after=self.intake.checkpointed, limit=self.max_records))
+        records, chunk = self._next_chunk()
         if not records:
             return 0
         try:
-            self._store(records)
+            self._store(records, chunk)
         except Exception as exc:
+            self._ahead = None  # the retry reads from the checkpoint again
             if len(records) == 1:
                 raise
             # Counted even when the records then go in one at a time.
@@ -224,35 +394,82 @@ class IntakeWorker:
                 self.intake.checkpoint(record.position)
         self.intake.checkpoint(records[-1].position)
         self.stats.records += len(records)
+        if chunk is not None:
+            self.stats.unpacked_by_helper += len(records)
         self.stats.last_processed_at = time.time()
         if time.monotonic() - self._last_truncate > self.truncate_every:
             self.intake.truncate()
             self._last_truncate = time.monotonic()
         return len(records)
 
-    def _store(self, records: list[Record]) -> None:
-        unpacked = Unpacked()
-        anonymize_all = self.database.config.privacy.anonymize_ip
-        for record in records:
-            try:
-                batch = decode_record(record.payload)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                # Only a record written by an incompatible Footfall gets here.
-                unpacked.dead_letters["intake"].append(
-                    DeadLetter("$", f"unreadable intake record {record.position}: {exc}",
-                               record.payload.hex(), id=str(uuid.uuid5(_LETTER_NAMESPACE, f"record|{record.position}")))
-                )
-                continue
-            unpack(batch, self.plans, project_id=self.database.project_id, anonymize_all_ips=anonymize_all, into=unpacked)
-        report = self.pipeline.ingest(rows_to_table(unpacked.rows, self.database.project_id))
-        for source, letters in unpacked.dead_letters.items():
+    def _next_chunk(self) -> tuple[list[Record], Chunk | None]:
+        """The records after the checkpoint, and their chunk if the helper
+        unpacked them (None: unpack here). Before returning a chunk from the
+        helper, hand it the records that came in since, to unpack while this
+        chunk is stored."""
+        after = self.intake.checkpointed
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or ahead.after != after:
+            records = list(self.intake.read(after=after, limit=self.max_records))
+            helper = self.helper
+            if not records or helper is None or not helper.usable:
+                return records, None
+            if not helper.running and sum(len(record.payload) for record in records) < self.helper_from_bytes:
+                return records, None
+            ahead = self._ahead_of(after, records)
+            if ahead is None:
+                return records, None
+        chunk = self._chunk_of(ahead)
+        if chunk is not None:
+            last = ahead.records[-1].position
+            following = list(self.intake.read(after=last, limit=self.max_records))
+            if following:
+                self._ahead = self._ahead_of(last, following)
+        return ahead.records, chunk
+
+    def _ahead_of(self, after: int | None, records: list[Record]) -> _Ahead | None:
+        assert self.helper is not None
+        try:
+            return _Ahead(after, records, self.helper.submit(records))
+        except Exception as exc:
+            self._helper_failed(exc)
+            return None
+
+    def _chunk_of(self, ahead: _Ahead, timeout: float = 300.0) -> Chunk | None:
+        try:
+            deadline = time.monotonic() + timeout
+            return Chunk.joined([part.result(max(deadline - time.monotonic(), 0.0)) for part in ahead.parts])
+        except Exception as exc:
+            self._helper_failed(exc)
+            return None
+
+    def _helper_failed(self, exc: BaseException) -> None:
+        assert self.helper is not None
+        self.stats.failures += 1
+        self.stats.last_error = f"unpack helper: {type(exc).__name__}: {exc}"
+        log.warning("intake worker: the unpack helper failed (%s); unpacking in the worker for %.0f s",
+                    self.stats.last_error, self.helper.retry_after, exc_info=exc)
+        self._ahead = None
+        self.helper.failed()
+
+    def _store(self, records: list[Record], chunk: Chunk | None = None) -> None:
+        if chunk is None:
+            chunk = self._unpack(records)
+        report = self.pipeline.ingest(chunk.table)
+        for source, letters in chunk.dead_letters.items():
             self.database.dead_letter(source, letters)
-        save_warnings(self.database, unpacked.warnings)
+        save_warnings(self.database, chunk.warnings)
         self.stats.events_stored += report.events
         self.stats.duplicates += report.duplicates
-        self.stats.dead_lettered += sum(len(letters) for letters in unpacked.dead_letters.values())
-        self.stats.warned += len(unpacked.warnings)
-        self.stats.declined += unpacked.declined
+        self.stats.dead_lettered += sum(len(letters) for letters in chunk.dead_letters.values())
+        self.stats.warned += len(chunk.warnings)
+        self.stats.declined += chunk.declined
+
+    def _unpack(self, records: list[Record]) -> Chunk:
+        return unpack_records(
+            [(record.position, record.payload) for record in records], self.plans,
+            project_id=self.database.project_id, anonymize_all_ips=self.database.config.privacy.anonymize_ip,
+        )
 
     # -- the loop ----------------------------------------------------------------
 
@@ -308,10 +525,16 @@ class IntakeWorker:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        if drain:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.process_available():
-                pass
+        try:
+            if drain:
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline and self.process_available():
+                    pass
+        finally:
+            with self.lock:
+                self._ahead = None
+                if self.helper is not None:
+                    self.helper.close()
 
 
 def save_warnings(database: Database, warnings: list[PlanWarning]) -> None:
