@@ -41,6 +41,7 @@ def test_partial_file_keeps_other_defaults() -> None:
         ('[store]\nbackend = "postgres"', "backend must be 'duckdb' or 'clickhouse'"),
         ('[store]\nbackend = "clickhouse"', "needs clickhouse_dsn"),
         ("[intake]\nmax_batch_bytes = -5", "max_batch_bytes: must be a positive"),
+        ("[intake]\nunpack_processes = -1", "unpack_processes: must be 0 (none) to 64; got -1"),
         ('[engagement.weights]\nclick = "lots"', "Expected `float`, got `str`".replace("`", "")),
         ("[engagement]\npassive_weight = 3", "passive_weight: must be between 0 and 1"),
         ('project_id = "has space"', "project_id"),

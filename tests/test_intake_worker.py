@@ -4,6 +4,10 @@ exactly once across replays of the same records."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -166,3 +170,38 @@ def test_a_dead_helper_loses_nothing(database: Database, tmp_path: Path) -> None
         finally:
             worker.stop()
     assert database.query("SELECT count(*) FROM events").rows == [(6,)]
+
+
+HELPERS_THEN_DIE = """
+import json, os, signal, sys
+from pathlib import Path
+from footfall.intake.log import IntakeLog
+from footfall.intake.plans import PlanBook
+from footfall.intake.worker import IntakeWorker
+from footfall.store.database import Database
+sys.path.insert(0, {tests!r})
+from test_intake_worker import MESSAGES, record
+directory = Path({directory!r})
+database = Database.open(directory)
+log = IntakeLog(directory / "intake", fsync=False)
+log.append(record(MESSAGES[:1]))
+log.append(record(MESSAGES[1:2]))
+worker = IntakeWorker(log, database, PlanBook.of([]), helpers=2, helper_from_bytes=0)
+assert worker.process_available() == 2
+(directory / "helpers.json").write_text(json.dumps([process.pid for process in worker.helper._pool._processes.values()]))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_helpers_end_with_the_worker_process(tmp_path: Path) -> None:
+    script = HELPERS_THEN_DIE.format(tests=str(Path(__file__).parent), directory=str(tmp_path))
+    # Output to a file: a helper left alive would hold a pipe open.
+    with (tmp_path / "stderr").open("w") as stderr:
+        finished = subprocess.run([sys.executable, "-c", script], stdout=stderr, stderr=stderr, timeout=120)
+    assert finished.returncode == -signal.SIGKILL, (tmp_path / "stderr").read_text()
+    helpers = json.loads((tmp_path / "helpers.json").read_text())
+    assert len(helpers) == 2
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in helpers):
+        time.sleep(0.1)
+    assert not [pid for pid in helpers if Path(f"/proc/{pid}").exists()], "a helper outlived the worker's process"
