@@ -280,7 +280,8 @@ def _scan(
         return clauses
 
     if shown is not None:
-        return [], f"{where(events)}\n  AND {page} IN ({', '.join(dialect.quote(item) for item in shown)})"
+        listed = dialect.render("one_of", x=page, values=", ".join(dialect.quote(item) for item in shown))
+        return [], f"{where(events)}\n  AND {listed}"
     click_count = dialect.render("count_if", condition=f"event = {dialect.quote(CLICK)}")
     view_count = dialect.render("count_if", condition=f"event = {dialect.quote(PAGE_VIEW)}")
     pages = (
