@@ -409,7 +409,6 @@ _LISTS: Mapping[str, Mapping[str, str]] = {
         # A constant IN list is checked after the scan has read every column;
         # a join against the list is pushed into the scan, which then reads
         # the other columns of the matching rows only.
-        "named": "event = ANY([{names}])",
         # How ties within a millisecond are settled by event id (_counted_attempts).
         "ties": "second walk",
         # How a strict funnel learns of the other events between its steps
@@ -439,7 +438,6 @@ _LISTS: Mapping[str, Mapping[str, str]] = {
         "div": "intDiv({x}, {y})",
         "shift": "bitShiftRight({x}, {bits})",
         "low_bits": "bitAnd({x}, {mask})",
-        "named": "event IN ({names})",
         "ties": "sort by id",
         # Its lists are cheap, its joins less so: on 10M events, listing every
         # event took less CPU than the gaps did, even with an ASOF join.
@@ -620,9 +618,16 @@ def _walk(
     every_event = spec.mode == "strict" and lists("strict") == "every event"
     where = considered
     if not every_event:  # else the events between steps are listed too, as non-steps
-        # The walk of tied persons keeps a plain IN, so that DuckDB does not
-        # share (and so materialise) one scan between both walks.
-        where += f"\n  AND {lists('named', names=quoted) if only is None else f'event IN ({quoted})'}"
+        # The list alone leaves the membership changes out (unless named), so
+        # the scan need not check for them as well.
+        where = events_where(
+            dialect, project_id, since=bounds[0] if bounds else None,
+            until=bounds[1] + spec.conversion_window if bounds else None, filters=spec.filters, events=names,
+        )
+        if only is not None:
+            # The walk of tied persons keeps a plain IN, so that DuckDB does not
+            # share (and so materialise) one scan between both walks.
+            where = where.replace(dialect.render("one_of", x="event", values=quoted), f"event IN ({quoted})")
     if only is not None:
         where += f"\n  AND person_id IN ({only})"
     key = f"{dialect.render('epoch_ms', x='timestamp')} * {1 << encoding.bits} + {encoding.class_sql()}"

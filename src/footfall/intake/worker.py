@@ -134,7 +134,6 @@ class Chunk:
     warnings: list[PlanWarning]
     declined: int
 
-
     @staticmethod
     def joined(parts: list[Chunk]) -> Chunk:
         """Chunks of consecutive records as one, in order."""
@@ -298,7 +297,7 @@ def _unpack_in_helper(
 
 @dataclass
 class _Ahead:
-    """Records being unpacked by the helper."""
+    """Records being unpacked by the helpers."""
 
     after: int | None  # the checkpoint they follow
     records: list[Record]
@@ -403,10 +402,10 @@ class IntakeWorker:
         return len(records)
 
     def _next_chunk(self) -> tuple[list[Record], Chunk | None]:
-        """The records after the checkpoint, and their chunk if the helper
+        """The records after the checkpoint, and their chunk if the helpers
         unpacked them (None: unpack here). Before returning a chunk from the
-        helper, hand it the records that came in since, to unpack while this
-        chunk is stored."""
+        helpers, hand them the records that came in since, to unpack while
+        this chunk is stored."""
         after = self.intake.checkpointed
         ahead, self._ahead = self._ahead, None
         if ahead is None or ahead.after != after:
@@ -447,7 +446,7 @@ class IntakeWorker:
         assert self.helper is not None
         self.stats.failures += 1
         self.stats.last_error = f"unpack helper: {type(exc).__name__}: {exc}"
-        log.warning("intake worker: the unpack helper failed (%s); unpacking in the worker for %.0f s",
+        log.warning("intake worker: an unpack helper failed (%s); unpacking in the worker for %.0f s",
                     self.stats.last_error, self.helper.retry_after, exc_info=exc)
         self._ahead = None
         self.helper.failed()
