@@ -616,18 +616,24 @@ def _walk(
     )
     quoted = ", ".join(dialect.quote(name) for name in names)
     every_event = spec.mode == "strict" and lists("strict") == "every event"
-    where = considered
-    if not every_event:  # else the events between steps are listed too, as non-steps
+    if every_event:  # the events between steps are listed too, as non-steps
+        where = considered
+    elif only is not None:
+        # The walk of tied persons keeps a plain IN, so that DuckDB does not
+        # share (and so materialise) one scan between both walks.
+        where = f"{considered}\n  AND event IN ({quoted})"
+    elif spec.mode == "strict":
+        # Strict funnels keep the check for membership changes: without it,
+        # DuckDB joins their interruptions the wrong way round (0.65 -> 0.95 s
+        # at 10M events).
+        where = f"{considered}\n  AND {dialect.render('one_of', x='event', values=quoted)}"
+    else:
         # The list alone leaves the membership changes out (unless named), so
         # the scan need not check for them as well.
         where = events_where(
             dialect, project_id, since=bounds[0] if bounds else None,
             until=bounds[1] + spec.conversion_window if bounds else None, filters=spec.filters, events=names,
         )
-        if only is not None:
-            # The walk of tied persons keeps a plain IN, so that DuckDB does not
-            # share (and so materialise) one scan between both walks.
-            where = where.replace(dialect.render("one_of", x="event", values=quoted), f"event IN ({quoted})")
     if only is not None:
         where += f"\n  AND person_id IN ({only})"
     key = f"{dialect.render('epoch_ms', x='timestamp')} * {1 << encoding.bits} + {encoding.class_sql()}"
