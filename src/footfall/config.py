@@ -57,13 +57,18 @@ class SessionSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return parse_duration(self.inactivity_gap)
 
 
+def _default_unpack_processes() -> int:
+    """Two helpers where there is a core to spare, none on one core."""
+    return 2 if (os.cpu_count() or 1) > 1 else 0
+
+
 class IntakeSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     dedup_window: str = "7d"
     max_message_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
     # Under load, processes that normalise the next records while the worker
     # stores the current ones (0: the worker does both, as suits one core).
-    unpack_processes: int = 2
+    unpack_processes: int = msgspec.field(default_factory=_default_unpack_processes)
 
     def __post_init__(self) -> None:
         _positive_duration(self.dedup_window, "dedup_window")
@@ -179,7 +184,8 @@ inactivity_gap = "30m"      # a new session starts after this much inactivity
 dedup_window = "7d"         # retries with the same messageId are dropped for this long
 max_message_bytes = 32768
 max_batch_bytes = 512000
-unpack_processes = 2        # under load, processes that normalise messages while the worker stores (0: none)
+# unpack_processes = 2      # under load, processes that normalise messages while the worker stores
+                            # (default 2, or 0 on one core)
 
 [privacy]
 anonymize_ip = false        # zero the last octet of IPs (per-source settings: `footfall keys create`)
