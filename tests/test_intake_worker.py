@@ -11,11 +11,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+import pytest
+
 from footfall.intake.admission import IntakeBatch, admit_batch, encode_record
 from footfall.intake.dead_letters import count_letters, list_letters, replay
 from footfall.intake.log import IntakeLog
 from footfall.intake.plans import PlanBook, parse_plan
 from footfall.intake.worker import IntakeWorker
+from footfall.pipeline import IngestReport
 from footfall.store.database import Database
 
 RECEIVED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -147,18 +151,20 @@ def test_the_helper_follows_a_changed_plan(database: Database, tmp_path: Path) -
 
 def test_a_dead_helper_loses_nothing(database: Database, tmp_path: Path) -> None:
     with IntakeLog(tmp_path / "intake", fsync=False) as log:
-        for index in range(6):
+        for index in range(2):
             log.append(record([{**MESSAGES[0], "messageId": f"m{index}"}]))
         worker = helper_worker(log, database, PlanBook.of([]))
         assert worker.helper is not None
         worker.helper.retry_after = 0.0
         try:
-            assert worker.process_available() == 2  # and records 3-4 are with the helper now
+            assert worker.process_available() == 2
             pool = worker.helper._pool
             assert pool is not None
             for process in list(pool._processes.values()):
                 process.kill()
                 process.join()
+            for index in range(2, 6):  # these go to the dead helpers first
+                log.append(record([{**MESSAGES[0], "messageId": f"m{index}"}]))
             stored = 2
             while count := worker.process_available():
                 stored += count
@@ -172,12 +178,44 @@ def test_a_dead_helper_loses_nothing(database: Database, tmp_path: Path) -> None
     assert database.query("SELECT count(*) FROM events").rows == [(6,)]
 
 
+def test_a_store_failure_under_the_helpers_stores_everything_once(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with IntakeLog(tmp_path / "intake", fsync=False) as log:
+        for index in range(4):
+            log.append(record([{**MESSAGES[0], "messageId": f"m{index}"}]))
+        worker = helper_worker(log, database, PlanBook.of([]))
+        ingest, calls = worker.pipeline.ingest, []
+
+        def flaky(table: pa.Table) -> IngestReport:
+            calls.append(table.num_rows)
+            if len(calls) in (1, 3):  # the chunk, then the second record alone
+                raise RuntimeError("the store is down")
+            return ingest(table)
+
+        monkeypatch.setattr(worker.pipeline, "ingest", flaky)
+        try:
+            with pytest.raises(RuntimeError, match="the store is down"):
+                worker.process_available()
+            assert log.checkpointed == 1  # the first record went in alone
+            stored = 1
+            while count := worker.process_available():  # the helpers start over from the checkpoint
+                stored += count
+        finally:
+            worker.stop()
+        assert stored == 4
+        assert log.checkpointed == 4
+    assert database.query("SELECT count(*), count(DISTINCT event_id) FROM events").rows == [(4, 4)]
+    assert worker.stats.unpacked_by_helper >= 2
+
+
 HELPERS_THEN_DIE = """
 import json, os, signal, sys
 from pathlib import Path
 from footfall.intake.log import IntakeLog
 from footfall.intake.plans import PlanBook
 from footfall.intake.worker import IntakeWorker
+from footfall.pipeline import IngestReport
 from footfall.store.database import Database
 sys.path.insert(0, {tests!r})
 from test_intake_worker import MESSAGES, record

@@ -20,8 +20,8 @@ import os
 import threading
 import time
 import uuid
-from collections import defaultdict
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections import defaultdict, deque
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -144,7 +144,7 @@ class Chunk:
             for source, found in part.dead_letters.items():
                 letters[source].extend(found)
         return Chunk(
-            table=pa.concat_tables([part.table for part in parts]),
+            table=pa.concat_tables([part.table for part in parts]).combine_chunks(),
             dead_letters=dict(letters),
             warnings=[warning for part in parts for warning in part.warnings],
             declined=sum(part.declined for part in parts),
@@ -241,14 +241,19 @@ class UnpackHelper:
     def usable(self) -> bool:
         return self._pool is not None or time.monotonic() - self._failed_at >= self.retry_after
 
-    def submit(self, records: list[Record]) -> list[Future[Chunk]]:
-        """Start unpacking ``records``: one job per process, in order."""
+    def start(self) -> None:
         if self._pool is None:
             # Spawned, not forked: the worker's process has DuckDB's threads.
             self._pool = ProcessPoolExecutor(
                 self.processes, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_helper_started, initargs=(os.getpid(),),
             )
+
+    def submit(self, records: list[Record]) -> list[Future[Chunk]]:
+        """Start unpacking ``records``: one job per process, in order."""
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError("the unpack helpers are not running")
         compiled = self.plans.plans()
         if compiled is not self._compiled:
             self._compiled = compiled
@@ -256,7 +261,7 @@ class UnpackHelper:
         plans = [plan.plan for plan in compiled]
         share = -(-len(records) // self.processes)
         return [
-            self._pool.submit(
+            pool.submit(
                 _unpack_in_helper, [(record.position, record.payload) for record in records[start : start + share]],
                 self._generation, plans, self.project_id, self.anonymize_all_ips,
             )
@@ -299,9 +304,88 @@ def _unpack_in_helper(
 class _Ahead:
     """Records being unpacked by the helpers."""
 
-    after: int | None  # the checkpoint they follow
+    after: int | None  # the position they follow
     records: list[Record]
     parts: list[Future[Chunk]]  # in order
+
+
+class _Feeder:
+    """Hands the helpers the records as they are logged, every ``poll``
+    seconds, so that the records that come in while the worker stores a chunk
+    are unpacked by the time it turns to them. (Were they handed over only when
+    the worker turned to them, an event would wait for about two and a half
+    chunks' store times rather than one and a half.)"""
+
+    def __init__(
+        self, intake: IntakeLog | IntakeReader, helper: UnpackHelper, *, after: int | None, max_records: int,
+        poll: float = 0.02,
+    ) -> None:
+        self.intake = intake
+        self.helper = helper
+        self.max_records = max_records
+        self.poll = poll
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._queue: deque[_Ahead] = deque()
+        self._after = after  # where the next read starts
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="footfall-unpack-feeder", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                with self._cond:
+                    after = self._after
+                records = list(self.intake.read(after=after, limit=self.max_records))
+                if not records:
+                    self._stop.wait(self.poll)
+                    continue
+                parts = self.helper.submit(records)
+                with self._cond:
+                    if self._after == after:  # else the worker moved it back meanwhile
+                        self._queue.append(_Ahead(after, records, parts))
+                        self._after = records[-1].position
+                        self._cond.notify_all()
+                # The next records go over once these are done: the busier
+                # the log, the more of them at once.
+                wait(parts)
+        except Exception as exc:
+            if not self._stop.is_set():
+                self.error = exc
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+
+    def take(self, after: int | None, timeout: float) -> list[_Ahead]:
+        """Everything handed over after ``after`` (the checkpoint), in order;
+        waits up to ``timeout`` for something. A checkpoint the feeder did not
+        expect (the worker stored records one by one after a failure) starts
+        it again from there."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._queue and self._queue[0].after == after:
+                    taken = list(self._queue)
+                    self._queue.clear()
+                    return taken
+                if self._queue or self._after != after:
+                    self._queue.clear()
+                    self._after = after
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return []
+                self._cond.wait(remaining)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._queue.clear()
+        self._thread.join()
 
 
 @dataclass
@@ -354,7 +438,7 @@ class IntakeWorker:
             processes=processes,
         ) if processes > 0 else None
         self.helper_from_bytes = helper_from_bytes
-        self._ahead: _Ahead | None = None
+        self._feeder: _Feeder | None = None
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -377,7 +461,6 @@ class IntakeWorker:
         try:
             self._store(records, chunk)
         except Exception as exc:
-            self._ahead = None  # the retry reads from the checkpoint again
             if len(records) == 1:
                 raise
             # Counted even when the records then go in one at a time.
@@ -403,41 +486,38 @@ class IntakeWorker:
 
     def _next_chunk(self) -> tuple[list[Record], Chunk | None]:
         """The records after the checkpoint, and their chunk if the helpers
-        unpacked them (None: unpack here). Before returning a chunk from the
-        helpers, hand them the records that came in since, to unpack while
-        this chunk is stored."""
+        unpacked them (None: unpack here)."""
         after = self.intake.checkpointed
-        ahead, self._ahead = self._ahead, None
-        if ahead is None or ahead.after != after:
-            records = list(self.intake.read(after=after, limit=self.max_records))
-            helper = self.helper
-            if not records or helper is None or not helper.usable:
-                return records, None
-            if not helper.running and sum(len(record.payload) for record in records) < self.helper_from_bytes:
-                return records, None
-            ahead = self._ahead_of(after, records)
-            if ahead is None:
-                return records, None
-        chunk = self._chunk_of(ahead)
-        if chunk is not None:
-            last = ahead.records[-1].position
-            following = list(self.intake.read(after=last, limit=self.max_records))
-            if following:
-                self._ahead = self._ahead_of(last, following)
-        return ahead.records, chunk
+        for _ in range(2):  # once more if the feeder stops while we wait
+            if self._feeder is None or not self._feeder.alive:
+                if self._feeder is not None:  # it failed
+                    self._helper_failed(self._feeder.error or RuntimeError("the feeder stopped"))
+                records = list(self.intake.read(after=after, limit=self.max_records))
+                helper = self.helper
+                if not records or helper is None or not helper.usable or self._stop.is_set():
+                    return records, None
+                if not helper.running and sum(len(record.payload) for record in records) < self.helper_from_bytes:
+                    return records, None
+                try:
+                    helper.start()
+                except Exception as exc:
+                    self._helper_failed(exc)
+                    return records, None
+                self._feeder = _Feeder(self.intake, helper, after=after, max_records=self.max_records)
+            taken = self._feeder.take(after, timeout=1.0)
+            if taken:
+                records = [record for ahead in taken for record in ahead.records]
+                return records, self._chunk_of(taken)
+            if self._feeder.alive:
+                break
+        return [], None
 
-    def _ahead_of(self, after: int | None, records: list[Record]) -> _Ahead | None:
-        assert self.helper is not None
-        try:
-            return _Ahead(after, records, self.helper.submit(records))
-        except Exception as exc:
-            self._helper_failed(exc)
-            return None
-
-    def _chunk_of(self, ahead: _Ahead, timeout: float = 300.0) -> Chunk | None:
+    def _chunk_of(self, taken: list[_Ahead], timeout: float = 300.0) -> Chunk | None:
         try:
             deadline = time.monotonic() + timeout
-            return Chunk.joined([part.result(max(deadline - time.monotonic(), 0.0)) for part in ahead.parts])
+            return Chunk.joined(
+                [part.result(max(deadline - time.monotonic(), 0.0)) for ahead in taken for part in ahead.parts]
+            )
         except Exception as exc:
             self._helper_failed(exc)
             return None
@@ -448,8 +528,17 @@ class IntakeWorker:
         self.stats.last_error = f"unpack helper: {type(exc).__name__}: {exc}"
         log.warning("intake worker: an unpack helper failed (%s); unpacking in the worker for %.0f s",
                     self.stats.last_error, self.helper.retry_after, exc_info=exc)
-        self._ahead = None
-        self.helper.failed()
+        self._stop_helpers(failed=True)
+
+    def _stop_helpers(self, *, failed: bool = False) -> None:
+        feeder, self._feeder = self._feeder, None
+        if feeder is not None:
+            feeder.stop()
+        if self.helper is not None:
+            if failed:
+                self.helper.failed()
+            else:
+                self.helper.close()
 
     def _store(self, records: list[Record], chunk: Chunk | None = None) -> None:
         if chunk is None:
@@ -524,16 +613,14 @@ class IntakeWorker:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        try:
-            if drain:
-                deadline = time.monotonic() + timeout
-                while time.monotonic() < deadline and self.process_available():
-                    pass
-        finally:
-            with self.lock:
-                self._ahead = None
-                if self.helper is not None:
-                    self.helper.close()
+        with self.lock:
+            # The drain unpacks here: a feeder between reads could make it
+            # look as if the log were empty.
+            self._stop_helpers()
+        if drain:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.process_available():
+                pass
 
 
 def save_warnings(database: Database, warnings: list[PlanWarning]) -> None:
