@@ -310,11 +310,12 @@ class _Ahead:
 
 
 class _Feeder:
-    """Hands the helpers the records as they are logged, every ``poll``
-    seconds, so that the records that come in while the worker stores a chunk
-    are unpacked by the time it turns to them. (Were they handed over only when
-    the worker turned to them, an event would wait for about two and a half
-    chunks' store times rather than one and a half.)"""
+    """Hands the helpers the records as they are logged (all that are new,
+    once the helpers are done with the last lot; ``poll`` is how often an idle
+    log is looked at), so that the records that come in while the worker
+    stores a chunk are unpacked by the time it turns to them. (Were they handed
+    over only when the worker turned to them, an event would wait for about
+    two and a half chunks' store times rather than one and a half.)"""
 
     def __init__(
         self, intake: IntakeLog | IntakeReader, helper: UnpackHelper, *, after: int | None, max_records: int,
@@ -504,6 +505,8 @@ class IntakeWorker:
                     self._helper_failed(exc)
                     return records, None
                 self._feeder = _Feeder(self.intake, helper, after=after, max_records=self.max_records)
+            if not self.intake.wait_for(after or 0, 0.0):
+                return [], None  # nothing to wait for
             taken = self._feeder.take(after, timeout=1.0)
             if taken:
                 records = [record for ahead in taken for record in ahead.records]
