@@ -354,7 +354,8 @@ class _Feeder:
                         self._cond.notify_all()
                 # The next records go over once these are done: the busier
                 # the log, the more of them at once.
-                wait(parts)
+                while wait(parts, timeout=0.1).not_done and not self._stop.is_set():
+                    pass
         except Exception as exc:
             if not self._stop.is_set():
                 self.error = exc
