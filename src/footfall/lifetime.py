@@ -10,7 +10,8 @@ import time
 
 def exit_with_parent(parent: int, *, by_signal: bool = True) -> None:
     """End this process when ``parent`` ends, even by SIGKILL: the store
-    process must never outlive the server that started it.
+    process must never outlive the server that started it, nor an unpack
+    helper the store process.
 
     ``by_signal`` asks the kernel for a SIGKILL when the parent goes. That
     signal follows the *thread* that started this process, so a process started

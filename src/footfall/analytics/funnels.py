@@ -406,9 +406,6 @@ _LISTS: Mapping[str, Mapping[str, str]] = {
         # Other events meet the gaps of their person (_interruptions); each
         # pair is then checked. An ASOF join would sort every event first.
         "gap_join": "JOIN {gaps} AS s ON e.person_id = s.person_id",
-        # A constant IN list is checked after the scan has read every column;
-        # a join against the list is pushed into the scan, which then reads
-        # the other columns of the matching rows only.
         # How ties within a millisecond are settled by event id (_counted_attempts).
         "ties": "second walk",
         # How a strict funnel learns of the other events between its steps

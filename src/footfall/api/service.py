@@ -372,7 +372,7 @@ class WorkerMetrics(MetricsCollector):
         yield CounterMetricFamily("footfall_plan_warnings", "Tracking-plan violations accepted in warn mode", value=stats.warned)
         yield CounterMetricFamily("footfall_worker_failures", "Times the worker failed to store records (retried)", value=stats.failures)
         yield CounterMetricFamily(
-            "footfall_records_unpacked_by_helper", "Intake records normalised by the worker's helper process",
+            "footfall_records_unpacked_by_helper", "Intake records normalised by the worker's unpack helpers",
             value=stats.unpacked_by_helper,
         )
         segments = self.worker.segments
