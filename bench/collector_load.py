@@ -725,6 +725,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight, over all generators (default 16)")
     parser.add_argument("--processes", type=int, default=2, help="load-generator processes (default 2)")
     parser.add_argument("--quick", action="store_true", help="a ~5 s peak and shorter other phases")
+    parser.add_argument("--second-rate", type=float, default=None,
+                        help="events/s of the second freshness phase (default: half the worker's drain rate, "
+                             "at most half the peak)")
     options = parser.parse_args()
     peak_seconds = 5.0 if options.quick else options.duration
     warmup_seconds, freshness_seconds = (1.0, 4.0) if options.quick else (2.0, 10.0)
@@ -766,12 +769,13 @@ def main() -> None:
               f"intake lag when the generators stopped {fresh.end_lag:,} records")
 
         # The same at half the rate the worker drained the backlog at after the
-        # peak: what freshness is when the worker keeps up.
+        # peak (what freshness is when the worker keeps up), or at a rate asked for.
         wait_for_drain(server)
         drain_rate = peak.end_lag * BATCH_EVENTS / peak.drain_seconds if peak.drain_seconds > 0 else half_rate
-        kept_rate = min(half_rate, drain_rate / 2)
+        kept_rate = options.second_rate or min(half_rate, drain_rate / 2)
         kept = run_freshness(server, freshness_seconds, options.concurrency, options.processes, kept_rate, phase=3)
-        describe(f"freshness (at {kept_rate:,.0f} events/s, half the worker's drain rate)", kept.tally, freshness_seconds)
+        why = "as asked" if options.second_rate else "half the worker's drain rate"
+        describe(f"freshness (at {kept_rate:,.0f} events/s, {why})", kept.tally, freshness_seconds)
         print(f"freshness: 200 → queryable, ms, at {kept_rate:,.0f} events/s over {len(kept.freshness):,} batches: "
               f"p50 {ms(percentile(kept.freshness, 0.5))}  p99 {ms(percentile(kept.freshness, 0.99))}  "
               f"max {ms(max(kept.freshness, default=math.nan))}; never seen {kept.unseen}; "
