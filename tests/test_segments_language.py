@@ -204,7 +204,7 @@ def test_the_sql_of_a_sequence_with_absence_uses_asof_joins_per_dialect() -> Non
     # The window starts on the hour: 12:30 less 7 days starts at 12:00.
     assert "TIMESTAMPTZ '2024-02-23 12:00:00.000+00'" in duckdb
     assert "toDateTime64('2024-02-23 12:00:00.000', 3, 'UTC')" in clickhouse
-    assert clickhouse.endswith("SETTINGS join_use_nulls = 1")
+    assert clickhouse.endswith("SETTINGS join_use_nulls = 1, enable_materialized_cte = 1")
 
 
 def test_model_scores_in_sql_need_a_scores_table() -> None:

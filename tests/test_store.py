@@ -179,3 +179,26 @@ def test_upsert_within_one_batch_keeps_the_last_row(database: Database) -> None:
     )
     database.upsert("identities", batch)
     assert database.identity_rows() == [("user", "u1", "last")]
+
+
+@pytest.mark.clickhouse
+def test_a_clickhouse_without_materialized_ctes_is_refused(chdb_dsn: str) -> None:
+    from footfall.store.clickhouse_backend import ClickHouseBackend
+
+    backend = ClickHouseBackend(chdb_dsn, database="version_check")
+    try:
+        # The real engine (chdb) has the setting; an older server is played by
+        # a client whose settings table lacks it: no old ClickHouse runs here.
+        real = backend._client
+
+        class OldServer:
+            def query(self, sql: str, **options: object) -> object:
+                return real.query(sql.replace("'enable_materialized_cte'", "'no_such_setting'"), **options)
+
+        backend._client = OldServer()
+        with pytest.raises(StoreError, match=r"runs version 2\d\.\d+.*needs 26\.3 or later .*materialized CTEs.*upgrade"):
+            backend._check_version()
+        backend._client = real
+        backend._check_version()  # the engine in use passes
+    finally:
+        backend.close()

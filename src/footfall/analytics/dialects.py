@@ -123,8 +123,11 @@ CLICKHOUSE = Dialect(
         "local_date": "toDate({x}, {zone})",
     },
     _clickhouse_json_path,
-    # LEFT and ASOF LEFT joins give NULL (not a default value) where nothing matched.
-    query_suffix="\nSETTINGS join_use_nulls = 1",
+    # LEFT and ASOF LEFT joins give NULL (not a default value) where nothing
+    # matched. ClickHouse computes a CTE again wherever it is read, unless it
+    # is declared MATERIALIZED and this setting (ClickHouse 26.3 and later,
+    # which the backend checks for) is on.
+    query_suffix="\nSETTINGS join_use_nulls = 1, enable_materialized_cte = 1",
 )
 
 DIALECTS: Mapping[str, Dialect] = {dialect.name: dialect for dialect in (DUCKDB, CLICKHOUSE)}

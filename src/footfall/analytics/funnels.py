@@ -406,8 +406,6 @@ _LISTS: Mapping[str, Mapping[str, str]] = {
         # Other events meet the gaps of their person (_interruptions); each
         # pair is then checked. An ASOF join would sort every event first.
         "gap_join": "JOIN {gaps} AS s ON e.person_id = s.person_id",
-        # How ties within a millisecond are settled by event id (_counted_attempts).
-        "ties": "second walk",
         # How a strict funnel learns of the other events between its steps
         # (_walk): listing every event costs several times the whole walk.
         "strict": "gaps",
@@ -435,7 +433,6 @@ _LISTS: Mapping[str, Mapping[str, str]] = {
         "div": "intDiv({x}, {y})",
         "shift": "bitShiftRight({x}, {bits})",
         "low_bits": "bitAnd({x}, {mask})",
-        "ties": "sort by id",
         # Its lists are cheap, its joins less so: on 10M events, listing every
         # event took less CPU than the gaps did, even with an ASOF join.
         "strict": "every event",
@@ -537,17 +534,14 @@ def _counted_attempts(spec: FunnelSpec, dialect: Dialect, project_id: str) -> _P
 
     Sorting by the key leaves events of the same millisecond and class in no
     particular order, where the event id should decide. Such ties are rare,
-    and on DuckDB carrying a string per event to settle them costs more than
-    the rest of the walk: there the walk runs twice, once for everybody
-    without event ids, noting who has a tie, then again, with event ids, for
-    those persons only. ClickHouse, which would compute the first walk twice
-    (its CTEs are inlined), sorts everybody's events by event id too."""
+    and carrying a string per event to settle them costs more than the rest
+    of the walk (on chdb, a strict funnel took 2.6 times as long). So the
+    walk runs twice: once for everybody without event ids, noting who has a
+    tie, then again, with event ids, for those persons only. The first walk
+    is read by both, so it is computed once (MATERIALIZED)."""
     encoding = _encoding(spec, dialect)
     columns = "person_id, breakdown, reached, " + ", ".join(f"t{k}" for k in range(len(spec.steps)))
     # (A person all of whose attempts were discarded has no outcome: NULL.)
-    if _LISTS[dialect.name]["ties"] == "sort by id":
-        walk = _walk(spec, dialect, project_id, encoding, prefix="", with_ids=True)
-        return _Plan([*walk, ("best", f"SELECT {columns} FROM walked WHERE reached IS NOT NULL")])
     fast = _walk(spec, dialect, project_id, encoding, prefix="", with_ids=False)
     tied = _walk(
         spec, dialect, project_id, encoding, prefix="tied_", with_ids=True,

@@ -95,25 +95,13 @@ _TEMPLATES: Mapping[str, Mapping[str, str]] = {
         # lists of strings costs more than the rest of the query, so only the
         # sessions with a tie are sorted so (see _sessions).
         "in_order_with_ids": "list_transform(list_sort(list({{'ts': ts, 'id': event_id, 'node': node_id}})), lambda e: e.node)",
-        "ties": "second pass",
-        # A CTE read by several parts of the query, computed once.
-        "computed_once": "MATERIALIZED ",
     },
     "clickhouse": {
         "replace_all": "replaceRegexpAll({s}, {pattern}, {alias})",
-        "collect": "groupArray({x})",
-        "sort": "arraySort({list})",
-        "map": "arrayMap({var} -> {body}, {list})",
-        "fail": "throwIf(true, {message})",
         "first_where": "arrayFirstOrNull({var} -> {body}, arrayEnumerate({list}))",
         "filter_indexed": "arrayFilter(({var}, {index}) -> {body}, {list}, arrayEnumerate({list}))",
-        "exists_pair": "arrayExists({var} -> {body}, arrayEnumerate(arrayPopBack({list})))",
         "slice": "arraySlice({list}, {low}, {high} - {low} + 1)",
         "length": "length({list})",
-        "each_index": "arrayJoin(arrayEnumerate({list}))",
-        "in_order_with_ids": "arrayMap(e -> tupleElement(e, 3), arraySort(groupArray((ts, event_id, node_id))))",
-        "ties": "sort by id",
-        "computed_once": "",  # (ClickHouse inlines every CTE)
     },
 }
 
@@ -464,24 +452,18 @@ def _time_key(spec: PathSpec) -> tuple[int, int]:
 
 
 def _sessions(spec: PathSpec, dialect: Dialect, project_id: str) -> tuple[list[tuple[str, str]], frozenset[str]]:
-    """CTEs ending in ``sessions``: person_id and ``nodes``, the session's
-    step numbers in order of time, then event id; and the CTEs to compute once.
+    """CTEs ending in ``sessions`` (DuckDB): person_id and ``nodes``, the
+    session's step numbers in order of time, then event id; and the CTEs to
+    compute once.
 
     Events of the same millisecond are rarely different steps, and carrying
     every event id (a string) through the sort costs more than the rest of
-    the walk. So on DuckDB each session is first gathered as one list of
-    integers, time then step number (``_time_key``), which sorts by itself;
-    its ties are noted, and only the persons with a tie are read again, with
-    event ids. ClickHouse, which would compute the first sort twice (its
-    CTEs are inlined), sorts every session by (time, event id)."""
+    the walk. So each session is first gathered as one list of integers, time
+    then step number (``_time_key``), which sorts by itself; its ties are
+    noted, and only the persons with a tie are read again, with event ids."""
     render = partial(_render, dialect)
     ts = dialect.render("epoch_ms", x="timestamp")
     with_ids = f"person_id, session_id, {ts} AS ts, event_id, d.node_id AS node_id"
-    if _TEMPLATES[dialect.name]["ties"] == "sort by id":
-        return [
-            ("scanned", _steps_scan(spec, dialect, project_id, with_ids)),
-            ("sessions", f"SELECT person_id, {render('in_order_with_ids')} AS nodes\nFROM scanned GROUP BY person_id, session_id"),
-        ], frozenset()
     # One integer per event, time then step: a list of them sorts by itself.
     base, steps = _time_key(spec)
     too_many = dialect.quote(
@@ -531,29 +513,24 @@ def _sessions(spec: PathSpec, dialect: Dialect, project_id: str) -> tuple[list[t
     return ctes, frozenset({"checked"})
 
 
-def _path_ctes(spec: PathSpec, dialect: Dialect, project_id: str) -> tuple[list[tuple[str, str]], frozenset[str]]:
-    """CTEs ending in ``paths`` (one row per path: person_id, its steps'
-    numbers ``path``, the number of its first step, whether the session
-    ended at its last) and ``walked`` (one row per step of every path: its
-    number ``step``, ``node_id``, the next step's ``next_id``, whether the
-    path goes on to it (``has_edge``) and whether the session ended there
-    (``dropped``)); and the CTEs to compute once."""
+def _walk(spec: PathSpec, dialect: Dialect, start: str, end: str) -> list[tuple[str, str]]:
+    """CTEs from ``sessions`` (person_id, ``nodes`` in order) to ``paths``
+    (one row per path: person_id, its steps ``path``, the number of its first
+    step, whether the session ended at its last). ``start`` and ``end`` are
+    what a start or an end step's entry in ``nodes`` equals (SQL)."""
     render = partial(_render, dialect)
-    ctes, once = _sessions(spec, dialect, project_id)
-    ctes = [*_dictionary(spec, dialect, project_id), *ctes]
     # A step equal to the one before it is merged into it.
     merged = render("filter_indexed", list="nodes", var="x", index="i", body="i = 1 OR x <> nodes[i - 1]")
-    ctes.append(("merged", f"SELECT person_id, {merged} AS nodes FROM sessions"))
+    ctes = [("merged", f"SELECT person_id, {merged} AS nodes FROM sessions")]
     # Positions (1-based) of the path's first and last steps in the session:
     # the first start step, the first end step after it; NULL if none.
     if spec.start is not None:
-        first = render("first_where", list="nodes", var="i", body=f"nodes[i] = {_START_ID}")
+        first = render("first_where", list="nodes", var="i", body=f"nodes[i] = {start}")
     else:
         first = "1"
-    end_id = _START_ID if spec.end is not None and spec.end == spec.start else _END_ID
     if spec.end is not None:
         after = "i > first_at AND " if spec.start is not None else ""
-        last = render("first_where", list="nodes", var="i", body=f"{after}nodes[i] = {end_id}")
+        last = render("first_where", list="nodes", var="i", body=f"{after}nodes[i] = {end}")
     else:
         last = render("length", list="nodes")
     ctes.append(("anchored", f"SELECT person_id, nodes, {first} AS first_at FROM merged"))
@@ -573,27 +550,12 @@ def _path_ctes(spec: PathSpec, dialect: Dialect, project_id: str) -> tuple[list[
             "FROM bounded WHERE first_at IS NOT NULL AND end_at IS NOT NULL",
         )
     )
-    ctes.append(
-        ("indexed", f"SELECT person_id, path, first_step, ended, {render('each_index', list='path')} AS i FROM paths")
-    )
-    length = render("length", list="path")
-    ctes.append(
-        (
-            "walked",
-            "SELECT person_id, first_step + i - 1 AS step, path[i] AS node_id, path[i + 1] AS next_id,\n"
-            f"  CASE WHEN i < {length} THEN 1 ELSE 0 END AS has_edge,\n"
-            f"  CASE WHEN ended = 1 AND i = {length} THEN 1 ELSE 0 END AS dropped\n"
-            "FROM indexed",
-        )
-    )
-    # The paths are read for the edges, their nodes and the totals.
-    return ctes, once | {"paths"}
+    return ctes
 
 
 def _with(ctes: list[tuple[str, str]], body: str, dialect: Dialect, once: frozenset[str] = frozenset()) -> str:
-    parts = ",\n".join(
-        f"{name} AS {_render(dialect, 'computed_once') if name in once else ''}(\n{sql}\n)" for name, sql in ctes
-    )
+    """``once``: CTEs DuckDB computes once (they are read more than once)."""
+    parts = ",\n".join(f"{name} AS {'MATERIALIZED ' if name in once else ''}(\n{sql}\n)" for name, sql in ctes)
     return f"WITH {parts}\n{body}{dialect.query_suffix}"
 
 
@@ -601,8 +563,24 @@ def compile_paths(spec: PathSpec, dialect: str, *, project_id: str = "default") 
     """Rows of ``kind`` 'edge' (the kept edges), 'node' (their nodes) and
     'total' (paths and persons): kind, step, source, target, sessions, persons, dropped."""
     chosen = dialect_named(dialect)
-    ctes, once = _path_ctes(spec, chosen, project_id)
+    if chosen.name == "clickhouse":
+        return _clickhouse_paths(spec, chosen, project_id)
+    ctes, once = _sessions(spec, chosen, project_id)
+    ctes = [*_dictionary(spec, chosen, project_id), *ctes]
+    end_id = _START_ID if spec.end is not None and spec.end == spec.start else _END_ID
+    ctes += _walk(spec, chosen, str(_START_ID), str(end_id))
     ctes += [
+        ("indexed", f"SELECT person_id, path, first_step, ended, {_render(chosen, 'each_index', list='path')} AS i FROM paths"),
+        (
+            "walked",
+            # One row per step of every path: its number, node, the next
+            # node, whether the path goes on to it and whether the session
+            # ended there.
+            "SELECT person_id, first_step + i - 1 AS step, path[i] AS node_id, path[i + 1] AS next_id,\n"
+            "  CASE WHEN i < len(path) THEN 1 ELSE 0 END AS has_edge,\n"
+            "  CASE WHEN ended = 1 AND i = len(path) THEN 1 ELSE 0 END AS dropped\n"
+            "FROM indexed",
+        ),
         ("names", "SELECT DISTINCT node, node_id FROM dictionary"),
         (
             "edges",
@@ -634,10 +612,95 @@ def compile_paths(spec: PathSpec, dialect: str, *, project_id: str = "default") 
         "UNION ALL SELECT 'node' AS kind, n.step AS step, m.node AS source, '' AS target, n.sessions AS sessions,"
         " n.persons AS persons, n.dropped AS dropped\n"
         "FROM node_totals AS n INNER JOIN names AS m ON n.node_id = m.node_id\n"
-        # No aliases here: ClickHouse would read the step below as this row's 0.
         "UNION ALL SELECT 'total', 0, '', '', count(*), count(DISTINCT person_id), 0 FROM paths"
     )
-    return _with(ctes, body, chosen, once)
+    # The paths are read for the edges, their nodes and the totals.
+    return _with(ctes, body, chosen, once | {"paths"})
+
+
+# -- the plan of the paths on ClickHouse ---------------------------------------------
+#
+# ClickHouse computes a CTE again wherever it is read, unless it is
+# MATERIALIZED, which writes it to a temporary table; so its plan reads the
+# events once and materializes only the sorted sessions. Steps stay strings
+# (no dictionary to join), sorted by time alone, and only the persons with a
+# tie are read again, with event ids (as on DuckDB). After the same walk,
+# each path fans out into rows for the totals, its nodes and its edges,
+# counted in one grouping; the busiest edges and their nodes are then picked
+# from that grouping with array functions, in one row.
+
+
+def _clickhouse_paths(spec: PathSpec, dialect: Dialect, project_id: str) -> str:
+    raw = _raw_step(spec)
+    node = clean_sql(dialect, spec.cleaning, raw)
+    where = _steps_where(spec, dialect, project_id, filters=spec.filters) + f"\n  AND {raw} IS NOT NULL"
+    if spec.exclusions:
+        excluded = ", ".join(dialect.quote(name) for name in spec.exclusions)
+        where += f"\n  AND NOT ({raw} IN ({excluded}) OR {node} IN ({excluded}))"
+    ts = dialect.render("epoch_ms", x="timestamp")
+    by_time = (
+        f"SELECT person_id, arraySort((node, ts) -> ts, groupArray({node}), groupArray({ts})) AS nodes,"
+        f" arraySort(groupArray({ts})) AS times\nFROM events\nWHERE {where}\nGROUP BY person_id, session_id"
+    )
+    tied_persons = "SELECT person_id FROM checked WHERE tied"
+    ctes = [
+        (
+            "checked",
+            # A tie: two steps of one millisecond that differ (their order is
+            # the event ids'); equal ones may go in any order.
+            "SELECT person_id, nodes, arrayExists(i -> times[i] = times[i + 1] AND nodes[i] <> nodes[i + 1],"
+            f" arrayEnumerate(arrayPopBack(nodes))) AS tied\nFROM ({by_time}) AS by_time",
+        ),
+        (
+            "tied_sorted",
+            f"SELECT person_id, arraySort((node, ts, id) -> (ts, id), groupArray({node}), groupArray({ts}), groupArray(event_id))"
+            f" AS nodes\nFROM events\nWHERE {where}\n  AND person_id IN ({tied_persons})\nGROUP BY person_id, session_id",
+        ),
+        (
+            "sessions",
+            # Persons by their 128-bit SipHash, which is what uniqExact counts
+            # for a string: hashed once per session, not once per row below.
+            "SELECT reinterpretAsUInt128(sipHash128(person_id)) AS person_id, nodes FROM (\n"
+            f"  SELECT person_id, nodes FROM checked WHERE person_id NOT IN ({tied_persons})\n"
+            "  UNION ALL SELECT person_id, nodes FROM tied_sorted) AS sorted",
+        ),
+        *_walk(spec, dialect, dialect.quote(spec.start or ""), dialect.quote(spec.end or "")),
+        (
+            "counted",
+            # kind 0: the path (for the totals); 1: a node at its step (and
+            # whether the session ended there); 2: an edge from a step to the next.
+            "SELECT r.1 AS kind, r.2 AS step, r.3 AS source, r.4 AS target,"
+            " count() AS sessions, uniqExact(person_id) AS persons, sum(r.5) AS dropped\n"
+            "FROM paths ARRAY JOIN arrayConcat(\n"
+            "  [(0, toInt64(0), '', '', 0)],\n"
+            "  arrayMap(i -> (1, toInt64(first_step + i - 1), path[i], '', if(ended = 1 AND i = length(path), 1, 0)),"
+            " arrayEnumerate(path)),\n"
+            "  arrayMap(i -> (2, toInt64(first_step + i - 1), path[i], path[i + 1], 0), range(1, length(path)))) AS r\n"
+            "GROUP BY kind, step, source, target",
+        ),
+        (
+            "summary",
+            # (ties at the limit go by the steps' names)
+            "SELECT arraySlice(arraySort(e -> (-e.4, e.1, e.2, e.3),"
+            " groupArrayIf((step, source, target, sessions, persons), kind = 2)), 1, "
+            f"{spec.edge_limit}) AS top,\n"
+            "  groupArrayIf((step, source, sessions, persons, dropped), kind = 1) AS nodes,\n"
+            "  anyIf((sessions, persons), kind = 0) AS total\n"
+            "FROM counted",
+        ),
+        (
+            "picked",
+            "SELECT arrayConcat(\n"
+            "  arrayMap(e -> ('edge', e.1, e.2, e.3, e.4, e.5, toUInt64(0)), top),\n"
+            "  arrayMap(n -> ('node', n.1, n.2, '', n.3, n.4, n.5), arrayFilter(n -> has(kept, (n.1, n.2)), nodes)),\n"
+            "  [('total', toInt64(0), '', '', total.1, total.2, toUInt64(0))]) AS rows\n"
+            "FROM (SELECT *, arrayConcat(arrayMap(e -> (e.1, e.2), top), arrayMap(e -> (e.1 + 1, e.3), top)) AS kept"
+            " FROM summary) AS ends",
+        ),
+    ]
+    body = "SELECT r.1 AS kind, r.2 AS step, r.3 AS source, r.4 AS target, r.5 AS sessions, r.6 AS persons, r.7 AS dropped\n"
+    body += "FROM picked ARRAY JOIN rows AS r"
+    return _with(ctes, body, dialect, frozenset({"checked"}))
 
 
 # -- the plan of the comparison ------------------------------------------------------------

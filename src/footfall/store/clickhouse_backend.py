@@ -65,6 +65,19 @@ class ClickHouseBackend:
             raise StoreError(f"cannot connect to ClickHouse at {self.description}: {exc}") from None
         # The in-process client is not safe for concurrent use; serialise calls.
         self._lock = threading.Lock()
+        self._check_version()
+
+    def _check_version(self) -> None:
+        """The analyses declare the CTEs they read more than once MATERIALIZED
+        and turn on ``enable_materialized_cte``, which ClickHouse has from 26.3."""
+        found = self._client.query(
+            "SELECT version(), countIf(name = 'enable_materialized_cte') FROM system.settings"
+        ).result_rows[0]
+        if not found[1]:
+            raise StoreError(
+                f"ClickHouse at {self.description} runs version {found[0]}; Footfall needs 26.3 or later"
+                " (materialized CTEs): upgrade the server, or pip install -U chdb for the in-process engine"
+            )
 
     def execute(self, sql: str) -> None:
         with self._lock:
