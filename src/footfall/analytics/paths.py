@@ -554,7 +554,7 @@ def _walk(spec: PathSpec, dialect: Dialect, start: str, end: str) -> list[tuple[
 
 
 def _with(ctes: list[tuple[str, str]], body: str, dialect: Dialect, once: frozenset[str] = frozenset()) -> str:
-    """``once``: CTEs DuckDB computes once (they are read more than once)."""
+    """``once``: the CTEs read more than once, to compute once."""
     parts = ",\n".join(f"{name} AS {'MATERIALIZED ' if name in once else ''}(\n{sql}\n)" for name, sql in ctes)
     return f"WITH {parts}\n{body}{dialect.query_suffix}"
 
@@ -636,7 +636,8 @@ def _clickhouse_paths(spec: PathSpec, dialect: Dialect, project_id: str) -> str:
     where = _steps_where(spec, dialect, project_id, filters=spec.filters) + f"\n  AND {raw} IS NOT NULL"
     if spec.exclusions:
         excluded = ", ".join(dialect.quote(name) for name in spec.exclusions)
-        where += f"\n  AND NOT ({raw} IN ({excluded}) OR {node} IN ({excluded}))"
+        dropped = f"{raw} IN ({excluded})" if node == raw else f"{raw} IN ({excluded}) OR {node} IN ({excluded})"
+        where += f"\n  AND NOT ({dropped})"
     ts = dialect.render("epoch_ms", x="timestamp")
     by_time = (
         f"SELECT person_id, arraySort((node, ts) -> ts, groupArray({node}), groupArray({ts})) AS nodes,"
