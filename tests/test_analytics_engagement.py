@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from footfall.analytics import engagement
 from footfall.analytics.conditions import Filter
@@ -107,6 +109,20 @@ def test_scores_equal_what_live_profiles_show(database: Database) -> None:
             assert views[person].engagement_score == pytest.approx(score, abs=1e-6), person
         # Persons without events in the window score 0 in their profiles.
         assert all(view.engagement_score == 0 for person, view in views.items() if person not in scored)
+
+
+@given(st.lists(
+    st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(2**40), 2**40).map(lambda n: n / 512)  # sums of weights such as 1, 3 and 0.5
+    | st.sampled_from([0.0, -0.0, 2**53 / 10**9, 0.1 + 0.2, 1 / 3]),
+    max_size=40,
+))
+def test_scores_are_rounded_as_python_rounds_them(scores: list[float]) -> None:
+    # (bands compare scores rounded to 9 decimals; most skip round() itself)
+    rounded = engagement._sorted_rounded(scores)
+    expected = sorted(round(score, 9) for score in scores)
+    assert rounded == expected
+    assert [str(value) for value in rounded] == [str(value) for value in expected]  # -0.0 too
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import struct
 import zlib
 from collections.abc import Iterator
@@ -240,6 +241,15 @@ def test_rage_clicks_detected_from_bursts(database: Database) -> None:
     assert only(checked(database, HeatmapSpec(columns=10, rage_clicks="tracked"))).hotspots == ()
 
 
+def test_a_long_burst_is_rage_after_its_first_clicks(database: Database) -> None:
+    # ann clicks every 10 ms for 2 s, by turns on two spots 40 px apart: a click's near clicks are
+    # those on its own spot, up to 50 of them in the second before it; all but each spot's first
+    # two are rage clicks (a bot's burst; each second holds 100 clicks of the visit)
+    Pipeline(database).ingest_events([click("ann", f"{10 * k}ms", 100 + 40 * (k % 2), 100) for k in range(200)])
+    page = only(checked(database, HeatmapSpec(columns=10)))
+    assert page.hotspots == (RageHotspot(1, 1, 196, 1),)
+
+
 def test_rage_clicks_tracked_by_footfall_js(database: Database) -> None:
     Pipeline(database).ingest_events(
         [
@@ -441,6 +451,21 @@ def test_compile_needs_no_database_and_is_per_dialect() -> None:
     assert "'rage_click'" in compile(HeatmapSpec(rage_clicks="tracked"), "duckdb")
     with pytest.raises(UnsupportedFeature, match="sqlite"):
         compile(spec, "sqlite")
+
+
+def test_the_clickhouse_queries_read_each_cte_once() -> None:
+    # ClickHouse computes a CTE again wherever the query reads it
+    specs = (
+        HeatmapSpec(),
+        HeatmapSpec(page="/", y_scale="page", cleaning=(CleaningRule(r"^/product/\d+$", "/product/:id"),)),
+        HeatmapSpec(rage_clicks="tracked", scroll_source="page_leave", filters=(Filter("traits.vip", "eq", True),)),
+    )
+    for spec in specs:
+        for query in compile(spec, "clickhouse").split(";\n\n"):
+            names = re.findall(r"^(?:WITH )?(\w+) AS \($", query, flags=re.MULTILINE)
+            assert names, query
+            for name in names:
+                assert len(re.findall(rf"\b(?:FROM|JOIN) {name}\b", query)) == 1, (name, query)
 
 
 def test_from_json_names_the_json_path() -> None:
