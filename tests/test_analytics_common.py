@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from footfall.analytics.common import DateRange, check_breakdown, events_where
+from footfall.analytics.common import DateRange, check_breakdown, check_names, events_where
 from footfall.analytics.conditions import MISSING, OPERATORS, Filter, lookup
 from footfall.analytics.dialects import dialect_named
 from footfall.analytics.errors import SpecError, UnsupportedFeature
@@ -291,3 +291,20 @@ def test_scan_bounds_are_inclusive_timestamps() -> None:
     assert "project_id = 'shop\\'s'" in where
     assert "timestamp >= toDateTime64('2024-03-01 12:00:00.000', 3, 'UTC')" in where
     assert "timestamp <= toDateTime64('2024-03-01 13:00:00.000', 3, 'UTC')" in where
+
+
+def test_names_are_looked_up_only_when_a_spec_names_something(database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    load_documents(database, [{"plan": "pro"}])
+    asked: list[str] = []
+    query = database.query
+    monkeypatch.setattr(database, "query", lambda sql: asked.append(sql) or query(sql))
+    # nothing named (an is_not_set filter and a column filter name nothing to look up): no query
+    check_names(database, filters=[("filters", Filter("properties.x", "is_not_set")), ("filters", Filter("path", "eq", "/"))])
+    assert asked == []
+    check_names(database, events=[("event", "probe")], filters=[("filters", Filter("properties.plan", "eq", "pro"))])
+    assert len(asked) == 2  # the event names, then the property
+    with pytest.raises(SpecError, match=r"'properties\.plna'") as caught:
+        check_names(database, filters=[("filters", Filter("properties.plna", "eq", "pro"))])
+    assert caught.value.field == "filters.field"
+    with pytest.raises(SpecError, match="did you mean 'probe'"):
+        check_names(database, events=[("steps[0]", "prbe")])

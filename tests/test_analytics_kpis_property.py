@@ -18,7 +18,9 @@ from footfall.analytics.common import DateRange
 from footfall.analytics.errors import SpecError
 from footfall.analytics.kpis import KpiResult, KpiSpec
 from footfall.events import Event
+from footfall.events.record import events_to_table
 from footfall.pipeline import Pipeline
+from footfall.segments.live import SEGMENT_EVENT_TYPE
 from footfall.store.database import Database
 
 from .test_analytics_trends_property import (
@@ -173,6 +175,25 @@ def test_persons_merged_by_identify(database: Database) -> None:
     after = checked(database, spec)
     assert (after.active_persons, after.sessions, after.conversion_rate) == (1, 2, 1.0)
     assert [(c.persons, c.revenue, c.revenue_per_person) for c in after.clv] == [(1, 30.0, 30.0)]
+
+
+def test_membership_changes_are_no_activity(database: Database) -> None:
+    # The server records segment entries and exits as events without a
+    # session. They open no session (all of them share the empty one) and
+    # make no one active: cyd, with nothing but an entry, is not.
+    ingest(database, [page("0s", "ann", 0), page("1m", "ann", 1), page("0s", "bob", 2)])
+    persons = dict(database.query("SELECT anonymous_id, person_id FROM events").rows) | {"cyd": "cyd-person"}
+    changes = [
+        Event(event_id=f"change{number}", project_id=database.project_id, type=SEGMENT_EVENT_TYPE, event=kind,
+              timestamp=at(when), received_at=at(when), person_id=persons[who], properties='{"segment_id": "fans"}')
+        for number, (kind, when, who) in enumerate(
+            [("segment_entered", "30s", "ann"), ("segment_exited", "2h", "bob"), ("segment_entered", "3h", "cyd")]
+        )
+    ]
+    database.insert("events", events_to_table(changes))
+    result = checked(database, KpiSpec(DAY, features=("page_view",)))
+    assert (result.active_persons, result.sessions, result.average_session_duration) == (2, 2, timedelta(seconds=30))
+    assert result.adoption == {"page_view": 1.0}
 
 
 @pytest.mark.parametrize(

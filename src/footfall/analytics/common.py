@@ -187,9 +187,8 @@ def may_hold_text(dialect: Dialect, text: str) -> str:
     JSON holds ``text`` as a key or string value: the text is there as it
     is, or an escape (a backslash) could spell it. A filter to put before a
     JSON function, which parses the whole document."""
-    return " OR ".join(
-        dialect.render("contains", s="properties", needle=dialect.quote(needle)) for needle in (text, "\\")
-    )
+    found, escaped = (dialect.render("contains", s="properties", needle=dialect.quote(needle)) for needle in (text, "\\"))
+    return dialect.render("either", a=found, b=escaped)
 
 
 def breakdown_sql(dialect: Dialect, target: FieldRef | None) -> str:
@@ -209,6 +208,11 @@ def check_names(
     likely a typo. ``events`` and ``properties`` are (spec field, name or
     ``properties.KEY``) pairs, ``filters`` (spec field, filter) pairs. A project
     without events yet is not checked; ``is_not_set`` filters may name anything."""
+    named = [*properties]
+    named += [(f"{field}.field", condition.field) for field, condition in filters if condition.op != "is_not_set"]
+    targets = [(field, name, target) for field, name in named if (target := parse_field(name, field)).kind == "event_property"]
+    if not events and not targets:
+        return  # nothing to look up
     dialect = dialect_named(database.backend.dialect)
     project = f"project_id = {dialect.quote(database.project_id)}"
     known = {str(row[0]) for row in database.query(f"SELECT DISTINCT event FROM events WHERE {project}").rows}
@@ -219,12 +223,7 @@ def check_names(
             close = difflib.get_close_matches(name, sorted(known), n=3)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise SpecError(field, f"no event named {name!r} in project {database.project_id!r}{hint}")
-    named = [(field, name) for field, name in properties]
-    named += [(f"{field}.field", condition.field) for field, condition in filters if condition.op != "is_not_set"]
-    for field, name in named:
-        target = parse_field(name, field)
-        if target.kind != "event_property":
-            continue
+    for field, name, target in targets:
         present = dialect.render("json_is_set", doc="properties", path=dialect.json_path(target.path))
         if not database.query(f"SELECT 1 FROM events WHERE {project} AND {present} LIMIT 1").rows:
             raise SpecError(field, f"no stored event has the property {name!r}; check the name (keys are case-sensitive)")

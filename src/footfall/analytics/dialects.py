@@ -74,6 +74,7 @@ DUCKDB = Dialect(
         # A scalar as text (strings unquoted), NULL when missing or null.
         "json_text": "json_extract_string({doc}, {path})",
         "contains": "contains({s}, {needle})",
+        "either": "({a} OR {b})",
         "regex": "regexp_matches({s}, {pattern})",
         "count_if": "count(*) FILTER (WHERE {condition})",
         # A constant IN list is checked after the scan has read the rows; a
@@ -112,6 +113,10 @@ CLICKHOUSE = Dialect(
             " JSONExtractRaw({doc}, {path}))"
         ),
         "contains": "(position({s}, {needle}) > 0)",
+        # Two costly tests, either true. Not OR: ClickHouse tests b only where
+        # a failed, by first copying those rows (for a text search, the text
+        # of nearly every event); the sum tests both in one pass.
+        "either": "(({a}) + ({b}) > 0)",
         "regex": "match({s}, {pattern})",
         "count_if": "countIf({condition})",
         "one_of": "{x} IN ({values})",

@@ -38,6 +38,7 @@ from footfall.analytics.common import (
     check_names,
     check_range,
     events_where,
+    may_hold_text,
     zone,
 )
 from footfall.analytics.conditions import Filter
@@ -51,16 +52,12 @@ _TEMPLATES = {
         "min_if": "min({x}) FILTER (WHERE {condition})",
         "max_if": "max({x}) FILTER (WHERE {condition})",
         "hash": "hash({x})",
-        "either": "{a} OR {b}",
     },
     "clickhouse": {
         "month": "formatDateTime(toTimeZone({x}, {zone}), '%Y-%m')",
         "min_if": "minIf({x}, {condition})",
         "max_if": "maxIf({x}, {condition})",
         "hash": "cityHash64({x})",
-        # (not OR: ClickHouse would test b only where a failed, by first
-        # copying those rows, here the text of nearly every event)
-        "either": "(({a}) + ({b}) > 0)",
     },
 }
 PAGE_VIEW = "page_view"
@@ -141,14 +138,7 @@ def _revenue(spec: KpiSpec, dialect: Dialect) -> str:
     path = dialect.json_path((spec.revenue_property,))
     key = json.dumps(spec.revenue_property, ensure_ascii=False)
     number = dialect.render("json_number_or_null", doc="properties", path=path)
-    return f"CASE WHEN {_may_hold(dialect, key)} THEN coalesce({number}, 0) ELSE 0 END"
-
-
-def _may_hold(dialect: Dialect, text: str) -> str:
-    """``common.may_hold_text`` (the text is there, or a backslash: an escape
-    could spell it), its two tests joined by the dialect's ``either``."""
-    found, escaped = (dialect.render("contains", s="properties", needle=dialect.quote(needle)) for needle in (text, "\\"))
-    return _render(dialect, "either", a=found, b=escaped)
+    return f"CASE WHEN {may_hold_text(dialect, key)} THEN coalesce({number}, 0) ELSE 0 END"
 
 
 def compile_sessions(spec: KpiSpec, dialect_name: str, *, project_id: str = "default") -> str:

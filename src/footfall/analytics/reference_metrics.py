@@ -37,6 +37,7 @@ from footfall.analytics.conditions import COLUMNS, MISSING, Filter, lookup, pars
 from footfall.analytics.engagement import Band, EngagementResult, EngagementSpec, PersonEngagement
 from footfall.analytics.kpis import PAGE_VIEW, CohortValue, KpiResult, KpiSpec
 from footfall.analytics.trends import Interval, LifecyclePoint, TrendPoint, TrendSeries, TrendSpec
+from footfall.events.record import SYSTEM_EVENTS
 
 if TYPE_CHECKING:
     from footfall.store.database import Database
@@ -303,7 +304,12 @@ def kpis(spec: KpiSpec, rows: Iterable[EventRow], traits: Traits | None = None) 
     (CLV values unrounded)."""
     rows = list(rows)
     start, end = spec.date_range.resolve(spec.time_zone)
-    events = [row for row in rows if start <= row.timestamp < end and kept(spec.filters, row, traits or {})]
+    # Membership changes are not something the person did: they open no
+    # session and make no one active (they still count towards CLV's first seen).
+    events = [
+        row for row in rows
+        if start <= row.timestamp < end and row.event not in SYSTEM_EVENTS and kept(spec.filters, row, traits or {})
+    ]
 
     sessions: dict[str, list[EventRow]] = defaultdict(list)
     for row in events:
