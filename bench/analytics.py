@@ -59,6 +59,7 @@ from footfall.simulate import Simulation, SimulationSpec
 from footfall.store.clickhouse_backend import ClickHouseBackend
 from footfall.store.database import Database
 from footfall.store.duckdb_backend import DuckDBBackend
+from footfall.store.schema import derived_tables
 
 SIZES = {"1M": 18_000, "10M": 180_000, "100M": 1_800_000}  # simulated users for about that many events over DAYS
 DAYS = 30
@@ -121,12 +122,14 @@ def chdb_store(duckdb: Database, directory: Path, size: str) -> Database:
             parquet = directory / f"{table}-{size}.parquet"
             if not parquet.exists():
                 duckdb.backend.execute(f"COPY {table} TO '{parquet}' (FORMAT parquet)")
-            database.backend.execute(f"TRUNCATE TABLE {table}")
+            for emptied in (table, *(derived_tables("clickhouse") if table == "events" else ())):
+                database.backend.execute(f"TRUNCATE TABLE {emptied}")
             load = f"INSERT INTO {table} SELECT * FROM file('{parquet}', Parquet)"
             stage(f"{table} into chdb", partial(database.backend.execute, load))
-        # One part per table, as a store that has had time to merge; and no
-        # merge running in the background while we time.
-        database.backend.execute("OPTIMIZE TABLE events FINAL")
+    # One part per table, as a store that has had time to merge; and no
+    # merge running in the background while we time.
+    for table in ("events", *derived_tables("clickhouse")):
+        database.backend.execute(f"OPTIMIZE TABLE {table} FINAL SETTINGS optimize_skip_merged_partitions = 1")
     return database
 
 

@@ -45,7 +45,7 @@ from footfall.events.record import conform
 from footfall.pipeline import Pipeline
 from footfall.store.database import Database
 from footfall.store.duckdb_backend import DuckDBBackend
-from footfall.store.schema import PERSONS
+from footfall.store.schema import PERSONS, derived_tables
 
 from .conftest import make_clickhouse_database
 from .timeline import T0, identify, track
@@ -71,7 +71,7 @@ def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 def _empty(database: Database) -> None:
-    for table in _TABLES:
+    for table in (*_TABLES, *derived_tables(database.backend.dialect)):
         database.backend.execute(f"TRUNCATE TABLE {table}")
 
 

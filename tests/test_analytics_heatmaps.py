@@ -47,7 +47,7 @@ from footfall.pipeline import Pipeline
 from footfall.simulate import Simulation, SimulationSpec
 from footfall.store.database import Database
 from footfall.store.duckdb_backend import DuckDBBackend
-from footfall.store.schema import PERSONS
+from footfall.store.schema import PERSONS, derived_tables
 
 from .conftest import make_clickhouse_database
 from .timeline import T0, identify, msg, track
@@ -72,7 +72,7 @@ def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 def _empty(database: Database) -> None:
-    for table in _TABLES:
+    for table in (*_TABLES, *derived_tables(database.backend.dialect)):
         database.backend.execute(f"TRUNCATE TABLE {table}")
 
 
@@ -321,6 +321,21 @@ def test_date_range_and_filters(database: Database) -> None:
     wide = only(checked(database, HeatmapSpec(columns=2, filters=(Filter("viewport_width", "gte", 1000),))))
     assert (wide.clicks, wide.page_views) == (3, 0)
     assert checked(database, HeatmapSpec(date_range=DateRange.parse("2025-01-01", "2025-01-02"))).pages == ()
+
+
+def test_clickhouse_reads_its_page_events_unless_a_filter_needs_more(database: Database) -> None:
+    Pipeline(database).ingest_events([view("ann"), click("ann", "1s", 10, 10), click("bob", "2s", 990, 10, width=None)])
+    dialect = database.backend.dialect
+    copy = "page_events" if dialect == "clickhouse" else "events"
+    for filters, source in [
+        ((), copy),
+        ((Filter("viewport_width", "gte", 1000), Filter("traits.tier", "is_not_set")), copy),
+        ((Filter("user_agent", "is_not_set"),), "events"),  # a column the copy leaves out
+    ]:
+        spec = HeatmapSpec(columns=2, filters=filters)
+        sources = set(re.findall(r"\bFROM (\w+)", compile(spec, dialect))) - {"pages", "persons"}
+        assert {name for name in sources if "events" in name} == {source}
+        assert only(checked(database, spec)).clicks == (1 if filters and filters[0].field == "viewport_width" else 2)
 
 
 def test_an_empty_store(database: Database) -> None:

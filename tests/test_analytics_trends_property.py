@@ -35,6 +35,7 @@ from footfall.events import Event, parse_message
 from footfall.pipeline import Pipeline
 from footfall.store.database import Database
 from footfall.store.duckdb_backend import DuckDBBackend
+from footfall.store.schema import derived_tables
 
 from .conftest import make_clickhouse_database
 
@@ -65,7 +66,7 @@ def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 def empty(database: Database) -> Database:
-    for table in TABLES:
+    for table in (*TABLES, *derived_tables(database.backend.dialect)):
         database.backend.execute(f"TRUNCATE TABLE {table}")
     return database
 

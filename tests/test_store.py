@@ -9,9 +9,17 @@ import pytest
 
 from footfall.errors import StoreError
 from footfall.events import EVENT_SCHEMA, events_to_table
+from footfall.events.record import Event
 from footfall.store.database import Database, DeadLetter
-from footfall.store.schema import SCHEMA_VERSION, TABLES, create_table_sql
+from footfall.store.schema import (
+    PAGE_EVENT_NAMES,
+    SCHEMA_VERSION,
+    TABLES,
+    create_table_sql,
+    derived_tables,
+)
 
+from .conftest import make_clickhouse_database
 from .timeline import T0, track
 
 
@@ -202,3 +210,64 @@ def test_a_clickhouse_without_materialized_ctes_is_refused(chdb_dsn: str) -> Non
         backend._check_version()  # the engine in use passes
     finally:
         backend.close()
+
+
+def _page_events(database: Database) -> set[tuple[str, str, str]]:
+    return set(database.query("SELECT event_id, person_id, path FROM page_events").rows)
+
+
+def _expected_page_events(database: Database) -> set[tuple[str, str, str]]:
+    names = ", ".join(f"'{name}'" for name in PAGE_EVENT_NAMES)
+    return set(
+        database.query(f"SELECT event_id, person_id, path FROM events WHERE event IN ({names}) AND path IS NOT NULL").rows
+    )
+
+
+def _sample_events() -> list[Event]:
+    shapes = [("click", "/", "old"), ("page_view", "/a", "old"), ("click", None, "old"),  # no page: not copied
+              ("purchase", "/", "old"), ("scroll", "/a", "keep"), ("rage_click", "/", "keep")]
+    events = []
+    for number, (name, path, person) in enumerate(shapes):
+        event = track(name, f"{number}s", anon=person)
+        event.event_id, event.path, event.person_id, event.session_id = f"e{number}", path, person, "s"
+        events.append(event)
+    return events
+
+
+def test_clickhouse_keeps_its_page_events_with_the_events(chdb_dsn: str) -> None:
+    database = make_clickhouse_database(chdb_dsn)
+    try:
+        database.insert("events", events_to_table(_sample_events()))
+        assert _page_events(database) == _expected_page_events(database) == {
+            ("e0", "old", "/"), ("e1", "old", "/a"), ("e4", "keep", "/a"), ("e5", "keep", "/")}
+        # A merged person's events move in both tables.
+        database.reassign_persons([("old", "new")])
+        assert _page_events(database) == _expected_page_events(database) == {
+            ("e0", "new", "/"), ("e1", "new", "/a"), ("e4", "keep", "/a"), ("e5", "keep", "/")}
+    finally:
+        database.backend.execute(f"DROP DATABASE IF EXISTS `{database.backend.database}`")  # type: ignore[attr-defined]
+        database.close()
+
+
+def test_the_page_events_migration_copies_the_stored_events_once(chdb_dsn: str) -> None:
+    database = make_clickhouse_database(chdb_dsn)
+    try:
+        # A store from before the page events: their table, view and version gone.
+        database.backend.execute("DROP VIEW page_events_feed")
+        database.backend.execute("DROP TABLE page_events")
+        database.backend.execute(f"DELETE FROM schema_version WHERE version = {SCHEMA_VERSION}")
+        events = _sample_events()
+        database.insert("events", events_to_table(events[:4]))
+        assert database.migrate() == SCHEMA_VERSION
+        assert _page_events(database) == _expected_page_events(database) == {("e0", "old", "/"), ("e1", "old", "/a")}
+        database.insert("events", events_to_table(events[4:]))  # and the view copies what comes after
+        assert _page_events(database) == _expected_page_events(database)
+        assert database.query("SELECT count(*) FROM page_events").rows == [(4,)]
+    finally:
+        database.backend.execute(f"DROP DATABASE IF EXISTS `{database.backend.database}`")  # type: ignore[attr-defined]
+        database.close()
+
+
+def test_derived_tables_are_emptied_with_the_events() -> None:
+    assert derived_tables("clickhouse") == ("page_events",)
+    assert derived_tables("duckdb") == ()

@@ -142,7 +142,7 @@ class Operand:
 
     def value(self, kind: ValueKind) -> str:
         if self.field.kind == "column":
-            return self.field.column if kind == "string" else f"CAST({self.field.column} AS DOUBLE)"
+            return self.field.column if kind == "string" else self.dialect.render("as_double", x=self.field.column)
         return self.dialect.render(f"json_{kind}", doc=self.document, path=self._path())
 
     def is_set(self) -> str:

@@ -75,6 +75,7 @@ DUCKDB = Dialect(
         "json_text": "json_extract_string({doc}, {path})",
         "contains": "contains({s}, {needle})",
         "either": "({a} OR {b})",
+        "as_double": "CAST({x} AS DOUBLE)",
         "regex": "regexp_matches({s}, {pattern})",
         "count_if": "count(*) FILTER (WHERE {condition})",
         # A constant IN list is checked after the scan has read the rows; a
@@ -117,6 +118,9 @@ CLICKHOUSE = Dialect(
         # a failed, by first copying those rows (for a text search, the text
         # of nearly every event); the sum tests both in one pass.
         "either": "(({a}) + ({b}) > 0)",
+        # NULL stays NULL (a CAST to Float64 throws on it; ClickHouse may
+        # test a condition of an AND on rows the other part has ruled out).
+        "as_double": "toFloat64({x})",
         "regex": "match({s}, {pattern})",
         "count_if": "countIf({condition})",
         "one_of": "{x} IN ({values})",

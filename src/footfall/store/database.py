@@ -26,8 +26,10 @@ from footfall.store.duckdb_backend import DuckDBBackend
 from footfall.store.schema import (
     COHORT_MEMBERS,
     DEAD_LETTERS,
+    EVENTS,
     IDENTITIES,
     MIGRATIONS,
+    PAGE_EVENTS,
     PERSON_MERGES,
     PERSONS,
     SCHEMA_VERSION,
@@ -246,6 +248,8 @@ class Database:
             moved = moved.set_column(moved.schema.get_field_index("person_id"), "person_id", new_ids)
             self.backend.insert_arrow(table, moved)
         self.backend.execute(f"DELETE FROM {table} WHERE project_id = {project} AND person_id IN ({olds})")
+        if table == EVENTS.name:  # the view copied the moved page events; their old rows go too
+            self.backend.execute(f"DELETE FROM {PAGE_EVENTS.name} WHERE project_id = {project} AND person_id IN ({olds})")
 
     def dead_letter(self, source: str, letters: Sequence[DeadLetter]) -> int:
         """Keep messages that could not be accepted, with why, for a later fix and replay."""
