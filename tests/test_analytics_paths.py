@@ -382,6 +382,23 @@ def test_date_range_filters_and_person_traits(database: Database) -> None:
     assert checked(database, PathSpec(date_range=day, time_zone="Pacific/Kiritimati")).sessions == 0
 
 
+def test_clickhouse_reads_its_page_events_for_page_paths_unless_a_filter_needs_more(database: Database) -> None:
+    ingest(database, "ann: /@0s, signup@30s, /a@1m, /b@2m\nbob: /@0s, /b@1m")
+    dialect = database.backend.dialect
+    copy = "page_events" if dialect == "clickhouse" else "events"
+    for spec, source, found in [
+        (PathSpec(), copy, [(0, "/", "/a", 1), (0, "/", "/b", 1), (1, "/a", "/b", 1)]),
+        (PathSpec(filters=(Filter("path", "neq", "/a"), Filter("traits.tier", "is_not_set"))), copy, [(0, "/", "/b", 2)]),
+        # a column the copy leaves out
+        (PathSpec(filters=(Filter("user_agent", "is_not_set"),)), "events", [(0, "/", "/a", 1), (0, "/", "/b", 1), (1, "/a", "/b", 1)]),
+        # events as steps are not all page events
+        (PathSpec(node_type="events", events=("page_view", "signup")), "events", [(0, "page_view", "signup", 1), (1, "signup", "page_view", 1)]),
+    ]:
+        sources = set(re.findall(r"\bFROM (\w+)", compile(spec, dialect))) - {"persons"}
+        assert {name for name in sources if "events" in name} == {source}
+        assert edges(checked(database, spec)) == found
+
+
 def test_a_simulated_shop_agrees_with_the_reference(database: Database) -> None:
     pipeline = Pipeline(database)
     for table in Simulation(SimulationSpec(users=60, days=7, seed=11)).batches():

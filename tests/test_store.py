@@ -255,7 +255,7 @@ def test_the_page_events_migration_copies_the_stored_events_once(chdb_dsn: str) 
         # A store from before the page events: their table, view and version gone.
         database.backend.execute("DROP VIEW page_events_feed")
         database.backend.execute("DROP TABLE page_events")
-        database.backend.execute(f"DELETE FROM schema_version WHERE version = {SCHEMA_VERSION}")
+        database.backend.execute("DELETE FROM schema_version WHERE version >= 4")
         events = _sample_events()
         database.insert("events", events_to_table(events[:4]))
         assert database.migrate() == SCHEMA_VERSION
@@ -263,6 +263,36 @@ def test_the_page_events_migration_copies_the_stored_events_once(chdb_dsn: str) 
         database.insert("events", events_to_table(events[4:]))  # and the view copies what comes after
         assert _page_events(database) == _expected_page_events(database)
         assert database.query("SELECT count(*) FROM page_events").rows == [(4,)]
+    finally:
+        database.backend.execute(f"DROP DATABASE IF EXISTS `{database.backend.database}`")  # type: ignore[attr-defined]
+        database.close()
+
+
+def _codecs(database: Database) -> dict[str, set[str]]:
+    rows = database.query(
+        "SELECT table, compression_codec FROM system.columns"
+        " WHERE database = currentDatabase() AND table IN ('events', 'page_events')"
+    ).rows
+    found: dict[str, set[str]] = {}
+    for table, codec in rows:
+        found.setdefault(table, set()).add(codec)
+    return found
+
+
+def test_clickhouse_compresses_the_scanned_tables_with_lz4(chdb_dsn: str) -> None:
+    database = make_clickhouse_database(chdb_dsn)
+    try:
+        assert _codecs(database) == {"events": {"CODEC(LZ4)"}, "page_events": {"CODEC(LZ4)"}}
+        # A store from before migration 5: its columns on the default codec.
+        for table in ("events", "page_events"):
+            for name in database.query(f"SELECT name FROM system.columns WHERE database = currentDatabase() AND table = '{table}'").rows:
+                database.backend.execute(f"ALTER TABLE {table} MODIFY COLUMN {name[0]} REMOVE CODEC")
+        database.backend.execute("DELETE FROM schema_version WHERE version = 5")
+        assert _codecs(database) == {"events": {""}, "page_events": {""}}
+        database.insert("events", events_to_table(_sample_events()))
+        assert database.migrate() == SCHEMA_VERSION
+        assert _codecs(database) == {"events": {"CODEC(LZ4)"}, "page_events": {"CODEC(LZ4)"}}
+        assert database.query("SELECT count(*) FROM events").rows == [(6,)]
     finally:
         database.backend.execute(f"DROP DATABASE IF EXISTS `{database.backend.database}`")  # type: ignore[attr-defined]
         database.close()

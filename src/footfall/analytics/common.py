@@ -25,6 +25,7 @@ from footfall.analytics.errors import SpecError
 from footfall.events.record import SYSTEM_EVENTS
 from footfall.store.database import Database
 from footfall.store.dialects import final_table
+from footfall.store.schema import PAGE_EVENTS
 
 Moment = date | datetime
 
@@ -180,6 +181,20 @@ def events_where(
             f" AND {' AND '.join(person_filters)})"
         )
     return "\n  AND ".join(clauses)
+
+
+def page_events_source(dialect: Dialect, filters: Sequence[Filter]) -> str:
+    """The table a scan of page events (``schema.PAGE_EVENT_NAMES`` that
+    have a path) reads. On ClickHouse, its copy of them ordered by page
+    (``footfall.store.schema.PAGE_EVENTS``), where one page's events lie
+    together and the other events are not there to skip, unless a filter
+    names a column that copy leaves out; on DuckDB, the events."""
+    if dialect.name != "clickhouse":
+        return "events"
+    kept = set(PAGE_EVENTS.schema.names)
+    if any(f.target.kind == "column" and f.target.column not in kept for f in filters):
+        return "events"
+    return PAGE_EVENTS.name
 
 
 def may_hold_text(dialect: Dialect, text: str) -> str:

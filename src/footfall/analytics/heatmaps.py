@@ -50,7 +50,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, get_args
 
-from footfall.analytics.common import DateRange, as_tuple, check_range, events_where, zone
+from footfall.analytics.common import (
+    DateRange,
+    as_tuple,
+    check_range,
+    events_where,
+    page_events_source,
+    zone,
+)
 from footfall.analytics.conditions import Filter
 from footfall.analytics.dialects import Dialect, dialect_named
 from footfall.analytics.errors import SpecError
@@ -63,7 +70,6 @@ from footfall.analytics.paths import (
     whole_number,
 )
 from footfall.store.database import Database
-from footfall.store.schema import PAGE_EVENTS
 
 YScale = Literal["pixels", "page"]
 RageSource = Literal["detected", "tracked"]
@@ -256,19 +262,6 @@ def _number(dialect: Dialect, key: str, doc: str = "properties") -> str:
     return dialect.render("json_number_or_null", doc=doc, path=dialect.json_path((key,)))
 
 
-def _source(spec: HeatmapSpec, dialect: Dialect) -> str:
-    """The table the scans read. On ClickHouse, its copy of the page events
-    ordered by page (``footfall.store.schema.PAGE_EVENTS``), where the shown
-    pages' events lie together, unless a filter names a column that copy
-    leaves out; on DuckDB, the events."""
-    if dialect.name != "clickhouse":
-        return "events"
-    kept = set(PAGE_EVENTS.schema.names)
-    if any(f.target.kind == "column" and f.target.column not in kept for f in spec.filters):
-        return "events"
-    return PAGE_EVENTS.name
-
-
 def _scan(
     spec: HeatmapSpec, dialect: Dialect, project_id: str, events: Sequence[str], shown: Sequence[str] | None
 ) -> tuple[list[tuple[str, str]], str]:
@@ -297,7 +290,7 @@ def _scan(
     click_count = dialect.render("count_if", condition=f"event = {dialect.quote(CLICK)}")
     view_count = dialect.render("count_if", condition=f"event = {dialect.quote(PAGE_VIEW)}")
     pages = (
-        f"SELECT {page} AS page, {click_count} AS clicks, {view_count} AS views\nFROM {_source(spec, dialect)}\n"
+        f"SELECT {page} AS page, {click_count} AS clicks, {view_count} AS views\nFROM {page_events_source(dialect, spec.filters)}\n"
         f"WHERE {where(_kinds(spec))}\n"
         f"GROUP BY page ORDER BY clicks DESC, views DESC, page LIMIT {spec.page_limit}"
     )
@@ -365,7 +358,7 @@ def compile_tally(
     # Tracked rage_click events are tallied too (with no cell or level): a
     # page may have nothing else.
     ctes, where = _scan(spec, chosen, project_id, _kinds(spec), shown)
-    ctes.append(("scanned", "SELECT " + ",\n  ".join(columns) + f"\nFROM {_source(spec, chosen)}\nWHERE {where}"))
+    ctes.append(("scanned", "SELECT " + ",\n  ".join(columns) + f"\nFROM {page_events_source(chosen, spec.filters)}\nWHERE {where}"))
     ctes.append(
         (
             "tallied",
@@ -442,7 +435,7 @@ def compile_rage(
         (
             "clicks",
             "SELECT " + ",\n  ".join(columns)
-            + f"\nFROM {_source(spec, chosen)}\nWHERE {where}\n  AND x IS NOT NULL AND y IS NOT NULL",
+            + f"\nFROM {page_events_source(chosen, spec.filters)}\nWHERE {where}\n  AND x IS NOT NULL AND y IS NOT NULL",
         )
     )
     ctes.append(

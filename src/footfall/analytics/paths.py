@@ -59,7 +59,15 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Literal, get_args
 
-from footfall.analytics.common import DateRange, as_tuple, check_range, epoch_ms, events_where, zone
+from footfall.analytics.common import (
+    DateRange,
+    as_tuple,
+    check_range,
+    epoch_ms,
+    events_where,
+    page_events_source,
+    zone,
+)
 from footfall.analytics.conditions import Filter, check_regex
 from footfall.analytics.dialects import Dialect, dialect_named
 from footfall.analytics.errors import SpecError
@@ -639,13 +647,17 @@ def _clickhouse_paths(spec: PathSpec, dialect: Dialect, project_id: str) -> str:
         dropped = f"{raw} IN ({excluded})" if node == raw else f"{raw} IN ({excluded}) OR {node} IN ({excluded})"
         where += f"\n  AND NOT ({dropped})"
     ts = dialect.render("epoch_ms", x="timestamp")
+    # Page views are page events. In their copy ordered by page, then event,
+    # each page's views lie together, so the scan skips the granules of the
+    # other events (six in seven of them) unread.
+    source = page_events_source(dialect, spec.filters) if spec.node_type == "pages" else "events"
     # Sessions are grouped by a 64-bit hash of the two ids, which cut the
     # paths' time on chdb by a sixth against grouping by the long strings.
     # Two sessions sharing a hash would make one path: for n sessions a chance
     # under n²/2^65 (4e-9 for the 400,000 sessions of 10M events).
     by_time = (
         f"SELECT any(person_id) AS person, arraySort((node, ts) -> ts, groupArray({node}), groupArray({ts})) AS nodes,"
-        f" arraySort(groupArray({ts})) AS times\nFROM events\nWHERE {where}\nGROUP BY cityHash64(person_id, session_id)"
+        f" arraySort(groupArray({ts})) AS times\nFROM {source}\nWHERE {where}\nGROUP BY cityHash64(person_id, session_id)"
     )
     tied_persons = "SELECT person_id FROM checked WHERE tied"
     ctes = [
@@ -659,7 +671,7 @@ def _clickhouse_paths(spec: PathSpec, dialect: Dialect, project_id: str) -> str:
         (
             "tied_sorted",
             f"SELECT person_id, arraySort((node, ts, id) -> (ts, id), groupArray({node}), groupArray({ts}), groupArray(event_id))"
-            f" AS nodes\nFROM events\nWHERE {where}\n  AND person_id IN ({tied_persons})\nGROUP BY person_id, session_id",
+            f" AS nodes\nFROM {source}\nWHERE {where}\n  AND person_id IN ({tied_persons})\nGROUP BY person_id, session_id",
         ),
         (
             "sessions",

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache, partial
@@ -87,15 +87,17 @@ _BUCKET = {
         "quantile": "quantileExactInclusive({q})({x})",
         # Lifecycle: a time in the zone; a clock reading as the UTC time of
         # the same reading (its order is the clocks'; a DateTime in a zone
-        # compares as an instant); a bucket's start is its label already.
+        # compares as an instant); a bucket's start as a date, written as its
+        # label once per person and bucket; an hour's is its label already.
         "local": "toTimeZone({x}, {zone})",
         "clock": "addSeconds(toDateTime({x}, 'UTC'), timeZoneOffset(toTimeZone({x}, {zone})))",
         "local_fixed": "toTimeZone({x}, {zone})",
         "start_hour": "formatDateTime({local}, '%Y-%m-%d %H:00')",
-        "start_day": "formatDateTime(toDate({local}), '%Y-%m-%d 00:00')",
-        "start_week": "formatDateTime(toMonday({local}), '%Y-%m-%d 00:00')",
-        "start_month": "formatDateTime(toStartOfMonth({local}), '%Y-%m-%d 00:00')",
-        "label": "{start}",
+        "start_day": "toDate({local})",
+        "start_week": "toMonday({local})",
+        "start_month": "toStartOfMonth({local})",
+        "label": "formatDateTime({start}, '%Y-%m-%d 00:00')",
+        "label_hour": "{start}",
         "labels": "values('position Int64, bucket String', {rows}) AS labels",
     },
 }
@@ -285,6 +287,8 @@ def compile_lifecycle(spec: TrendSpec, dialect_name: str, *, project_id: str = "
       in it, and in the one before (each active pair also marks the next
       one, so the pairs are read once: ClickHouse computes a CTE at each
       read), from which each bucket counts its four kinds of persons.
+
+    ClickHouse gathers both from one scan instead (``_clickhouse_lifecycle``).
     """
     dialect = dialect_named(dialect_name)
     templates = _BUCKET[dialect.name]
@@ -315,7 +319,7 @@ def compile_lifecycle(spec: TrendSpec, dialect_name: str, *, project_id: str = "
         return template.format(local=value)
 
     def label(start: str) -> str:
-        return templates["label"].format(start=start)
+        return templates.get(f"label_{spec.interval}", templates["label"]).format(start=start)
 
     start, end = spec.date_range.resolve(spec.time_zone)
     first = bucket_start(_local(start, tz), spec.interval)
@@ -327,6 +331,12 @@ def compile_lifecycle(spec: TrendSpec, dialect_name: str, *, project_id: str = "
     in_range = buckets(spec)
     before = _previous(datetime.strptime(in_range[0], "%Y-%m-%d %H:%M"), spec.interval, tz)
     labels = [before.strftime("%Y-%m-%d %H:%M"), *in_range]
+    if dialect.name == "clickhouse":
+        earliest = local("min(timestamp)") if fixed is not None else f"min({local('timestamp', 'clock')})"
+        return _clickhouse_lifecycle(
+            dialect, project, f"{where}{events}\n    AND timestamp < {dialect.timestamp(end)}", labels,
+            start=start_of(local("timestamp")), first=start_of(earliest), label=label,
+        )
     rows = ", ".join(f"({position}, {dialect.quote(text)})" for position, text in enumerate(labels))
     count_if = partial(dialect.render, "count_if")
     return (
@@ -354,6 +364,43 @@ def compile_lifecycle(spec: TrendSpec, dialect_name: str, *, project_id: str = "
         f"  {count_if(condition='here = 1 AND is_new = 0 AND before = 0')} AS resurrecting,\n"
         f"  {count_if(condition='here = 0 AND before = 1')} AS dormant\n"
         f"FROM states WHERE position BETWEEN 1 AND {len(labels) - 1}\nGROUP BY position"
+    )
+
+
+def _clickhouse_lifecycle(
+    dialect: Dialect, project: str, active: str, labels: Sequence[str], *, start: str, first: str, label: Callable[[str], str]
+) -> str:
+    """Lifecycle on ClickHouse, from one scan grouped by person (in storage
+    order): the starts of the buckets they were ``active`` in (a WHERE
+    condition), and the start of their first bucket ever; then their
+    positions among ``labels`` (0 the bucket before the range, -1 none).
+    Each position they were active in, and each one after it, is marked (as
+    on DuckDB), and each position counts its four kinds of persons. Two
+    scans joined, as on DuckDB, took twice the time on chdb.
+
+    In a zone whose offset changes, ``first`` converts every event's time:
+    one scan cannot limit that to the events near each person's earliest."""
+    listed = f"[{', '.join(dialect.quote(text) for text in labels)}]"
+
+    def position(start: str) -> str:
+        return f"transform({label(start)}, {listed}, range({len(labels)}), -1)"
+
+    return (
+        f"WITH per_person AS (\n"
+        f"  SELECT {first} AS first_start, groupUniqArrayIf({start}, {active}) AS starts\n"
+        f"  FROM events WHERE project_id = {project} GROUP BY person_id\n"
+        f"), placed AS (\n"
+        f"  SELECT arrayMap(s -> {position('s')}, starts) AS positions, {position('first_start')} AS first_position\n"
+        f"  FROM per_person WHERE notEmpty(starts)\n"
+        f"), marked AS (\n"
+        f"  SELECT position, position = first_position AS is_new, has(positions, position) AS here,"
+        f" has(positions, position - 1) AS before\n"
+        f"  FROM placed ARRAY JOIN arrayFilter(p -> p BETWEEN 1 AND {len(labels) - 1},"
+        f" arrayDistinct(arrayConcat(positions, arrayMap(p -> p + 1, positions)))) AS position\n"
+        f")\n"
+        f"SELECT position, countIf(here AND is_new) AS new, countIf(here AND NOT is_new AND before) AS returning,\n"
+        f"  countIf(here AND NOT is_new AND NOT before) AS resurrecting, countIf(NOT here AND before) AS dormant\n"
+        f"FROM marked GROUP BY position\nSETTINGS optimize_aggregation_in_order = 1"
     )
 
 
