@@ -538,9 +538,15 @@ def _counted_attempts(spec: FunnelSpec, dialect: Dialect, project_id: str) -> _P
     of the walk (on chdb, a strict funnel took 2.6 times as long). So the
     walk runs twice: once for everybody without event ids, noting who has a
     tie, then again, with event ids, for those persons only. The first walk
-    is read by both, so it is computed once (MATERIALIZED)."""
+    is read by both, so it is computed once (MATERIALIZED).
+
+    Where ties cannot change the answer (``_ties_matter``), there is only
+    the first walk, and no search for ties."""
     encoding = _encoding(spec, dialect)
     columns = "person_id, breakdown, reached, " + ", ".join(f"t{k}" for k in range(len(spec.steps)))
+    if not _ties_matter(spec, encoding):
+        walk = _walk(spec, dialect, project_id, encoding, prefix="", with_ids=False, note_ties=False)
+        return _Plan([*walk, ("best", f"SELECT {columns} FROM walked WHERE reached IS NOT NULL")])
     # (A person all of whose attempts were discarded has no outcome: NULL.)
     fast = _walk(spec, dialect, project_id, encoding, prefix="", with_ids=False)
     tied = _walk(
@@ -558,6 +564,23 @@ def _counted_attempts(spec: FunnelSpec, dialect: Dialect, project_id: str) -> _P
     return _Plan([*fast, *tied, ("best", union)], materialized=frozenset(shared))
 
 
+def _ties_matter(spec: FunnelSpec, encoding: _Encoding) -> bool:
+    """Whether the order of events of the same millisecond and class (which
+    only event ids settle) can change a person's outcome.
+
+    In ordered and unordered funnels whose steps and exclusions each have a
+    condition of their own, naming different events, it cannot: such events
+    have one sort key, so whichever comes first, the attempts they start or
+    continue reach the same steps at the same times; only a breakdown (the
+    value of an attempt's first event) tells them apart. Where one event can
+    fill two steps (or a step and an exclusion), the first of two tied
+    events may fill one and the second the next; strict funnels look at the
+    very next event."""
+    flags = [*encoding.step_flags, *encoding.exclusion_flags]
+    shared = len(set(flags)) < len(flags)
+    return spec.mode == "strict" or not encoding.exclusive or shared or spec.breakdown is not None
+
+
 def _walk(
     spec: FunnelSpec,
     dialect: Dialect,
@@ -566,12 +589,14 @@ def _walk(
     *,
     prefix: str,
     with_ids: bool,
+    note_ties: bool = True,
     only: str | None = None,
 ) -> list[tuple[str, str]]:
     """The walk, in CTEs named with ``prefix`` and ending in ``{prefix}walked``:
-    person_id, tied (without ``with_ids``), breakdown, reached, t0..t{n-1}.
-    ``with_ids`` sorts the events of a millisecond and class by event id;
-    without, ties are only noted. ``only`` selects the persons to walk.
+    person_id, tied (without ``with_ids``, if ``note_ties``), breakdown,
+    reached, t0..t{n-1}. ``with_ids`` sorts the events of a millisecond and
+    class by event id; without, ties are only noted (or, without
+    ``note_ties``, left as they fall). ``only`` selects the persons to walk.
 
     Attempts are followed through *items* that stand for events: their sort
     keys, which are unique when there are no ties (compared directly, they
@@ -688,7 +713,8 @@ def _walk(
     chain = add("flagged", ordered, [*carried, *of_flag])
     listed = [f"e{c}" for c in needed]
     carried += listed
-    if not with_ids:
+    noted = note_ties and not with_ids
+    if noted:
         # A tie: two events of the same millisecond and class. Only those of a
         # step class matter, but in funnels that look at the named events only,
         # the others (exclusions) are too rare to be worth telling apart.
@@ -780,7 +806,7 @@ def _walk(
         value = f"{lists('unwrap', x=f'breakdown[{position}]')} AS breakdown"
     else:
         value = "NULL AS breakdown"
-    tied = [] if with_ids else ["tied"]
+    tied = ["tied"] if noted else []
     add("walked", chain, ["person_id", *tied, value, "reached", *times])
     return ctes
 
