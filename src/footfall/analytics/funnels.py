@@ -409,6 +409,10 @@ _LISTS: Mapping[str, Mapping[str, str]] = {
         # How a strict funnel learns of the other events between its steps
         # (_walk): listing every event costs several times the whole walk.
         "strict": "gaps",
+        # How the scan classes events whose conditions are their names alone
+        # (_walk): a join with a table of (name, class) picks and classes
+        # them at once, 6% faster than a list to pick them and a CASE.
+        "classes": "join",
     },
     "clickhouse": {
         "collect": "groupArray({x})",
@@ -436,6 +440,7 @@ _LISTS: Mapping[str, Mapping[str, str]] = {
         # Its lists are cheap, its joins less so: on 10M events, listing every
         # event took less CPU than the gaps did, even with an ASOF join.
         "strict": "every event",
+        "classes": "case",
     },
 }
 
@@ -481,6 +486,8 @@ class _Encoding:
     along in lists of its own."""
 
     conditions: tuple[str, ...]  # distinct: steps first, then exclusions
+    names: tuple[str, ...]  # the event each condition names
+    by_name: bool  # whether each condition is its event's name alone (no filters)
     step_flags: tuple[int, ...]
     exclusion_flags: tuple[int, ...]
     exclusive: bool
@@ -516,6 +523,8 @@ def _encoding(spec: FunnelSpec, dialect: Dialect) -> _Encoding:
     n = len(spec.steps)
     return _Encoding(
         conditions=tuple(conditions),
+        names=tuple(events),
+        by_name=not any(s.filters for s in spec.steps) and not any(x.filters for x in spec.exclusions),
         step_flags=tuple(conditions.index(condition) for _, condition in named[:n]),
         exclusion_flags=tuple(conditions.index(condition) for _, condition in named[n:]),
         exclusive=len(set(events)) == len(events),
@@ -559,8 +568,11 @@ def _counted_attempts(spec: FunnelSpec, dialect: Dialect, project_id: str) -> _P
     )
     # Each person's outcome is read twice: for the persons without ties, and
     # to find those with some. A strict funnel's sorted lists feed both its
-    # walk and the search for interruptions, which both walks read.
-    shared = {"walked", "sorted", "interrupted"} if spec.mode == "strict" else {"walked"}
+    # walk and the search for interruptions (where it searches for them),
+    # which both walks read. (Materializing lists read once only cost chdb a
+    # sixth of a strict funnel's time: it wrote them to a table.)
+    gaps = spec.mode == "strict" and _LISTS[dialect.name]["strict"] == "gaps"
+    shared = {"walked", "sorted", "interrupted"} if gaps else {"walked"}
     return _Plan([*fast, *tied, ("best", union)], materialized=frozenset(shared))
 
 
@@ -650,14 +662,22 @@ def _walk(
             dialect, project_id, since=bounds[0] if bounds else None,
             until=bounds[1] + spec.conversion_window if bounds else None, filters=spec.filters, events=names,
         )
+    source, event_class = "events", encoding.class_sql()
+    listed_names = f"\n  AND {dialect.render('one_of', x='event', values=quoted)}"
+    if encoding.exclusive and encoding.by_name and listed_names in where and lists("classes") == "join":
+        # Only the named events, each of one class: the join picks them.
+        where = where.replace(listed_names, "")
+        rows = ", ".join(f"({dialect.quote(name)}, {c})" for c, name in enumerate(encoding.names))
+        source = f"events INNER JOIN (VALUES {rows}) AS classes(name, class_number) ON event = classes.name"
+        event_class = "classes.class_number"
     if only is not None:
         where += f"\n  AND person_id IN ({only})"
-    key = f"{dialect.render('epoch_ms', x='timestamp')} * {1 << encoding.bits} + {encoding.class_sql()}"
+    key = f"{dialect.render('epoch_ms', x='timestamp')} * {1 << encoding.bits} + {event_class}"
     scanned = ["person_id", f"{key} AS sort_key"]
     scanned += ["event_id"] if with_ids else []
     scanned += [f"{breakdown_sql(dialect, check_breakdown(spec.breakdown))} AS breakdown"] if spec.breakdown else []
     scanned += [f"{encoding.conditions[c]} AS f{c}" for c in flags] if general else []
-    matched = add("matched", f"events\nWHERE {where}", scanned)
+    matched = add("matched", f"{source}\nWHERE {where}", scanned)
 
     riders = ([f"f{c}" for c in flags] if general else []) + (["breakdown"] if spec.breakdown else [])
     collected = [
